@@ -1,0 +1,64 @@
+"""Small file helpers shared by every writer: files appear whole or not at all."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; rename it onto ``path`` if the block succeeds.
+
+    The temporary file keeps the suffix of ``path`` so that writers that pick a format by
+    extension (PIL, imageio, numpy) still work. On error the temporary file is removed and
+    an existing ``path`` is left untouched.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> out = pathlib.Path(tempfile.mkdtemp()) / "x.txt"
+        >>> with atomic_path(out) as tmp:
+        ...     _ = tmp.write_text("hello")
+        >>> out.read_text()
+        'hello'
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix or ".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+@contextmanager
+def atomic_open(path: str | Path, mode: str = "w", **kwargs: Any) -> Iterator[IO[Any]]:
+    """Open a temporary file next to ``path`` for writing; rename it onto ``path`` on success."""
+    with atomic_path(path) as tmp, open(tmp, mode, **kwargs) as handle:
+        yield handle
+
+
+def write_json(path: str | Path, obj: Any, indent: int | None = 2) -> None:
+    """Write ``obj`` as JSON to ``path`` atomically (NaN is written as ``null``)."""
+
+    def _clean(value: Any) -> Any:
+        if isinstance(value, float) and value != value:  # NaN -> null, strict JSON
+            return None
+        if isinstance(value, dict):
+            return {str(k): _clean(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [_clean(v) for v in value]
+        return value
+
+    with atomic_open(path, "w", encoding="utf-8") as handle:
+        json.dump(_clean(obj), handle, indent=indent, allow_nan=False)
+        handle.write("\n")

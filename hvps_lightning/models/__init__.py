@@ -1,0 +1,1 @@
+"""Networks (plain ``nn.Module`` in ``torch_model.py``) and their LightningModules."""
