@@ -1,0 +1,1 @@
+"""IA-MOT style tracking: detection cache, tracker, offline tracker callback."""
