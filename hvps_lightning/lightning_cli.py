@@ -3,17 +3,56 @@
 Subclass mode for both the model (any :class:`~hvps_lightning.models.base.BaseTask`) and the
 data (:class:`~hvps_lightning.data.datamodule.HVPSDataModule`); the DataModule's dataset spec
 is linked into the model on instantiation, so one ``--data.init_args.stage`` change moves a
-model from one finetuning stage to the next.
+model from one finetuning stage to the next. The resolved config is saved next to each
+logger's run (the W&B run folder and its config panel included), never over an earlier run's.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+import lightning as L
+import yaml
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+from lightning.pytorch.loggers import WandbLogger
 
 from hvps_lightning.data.datamodule import HVPSDataModule
+from hvps_lightning.io import atomic_open
 from hvps_lightning.models.base import BaseTask
+
+
+def _free_path(path: Path) -> Path:
+    """Return ``path`` or, if it exists, ``stem-1.suffix``, ``stem-2.suffix``... that does not."""
+    candidate, k = path, 0
+    while candidate.exists():
+        k += 1
+        candidate = path.with_name(f"{path.stem}-{k}{path.suffix}")
+    return candidate
+
+
+class HVPSSaveConfigCallback(SaveConfigCallback):
+    """Save the resolved CLI config with every logger and send it to W&B runs as their config."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["save_to_log_dir"] = False
+        super().__init__(*args, **kwargs)
+
+    def save_config(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        """Write ``config.yaml`` into each logger's run folder; W&B also gets it as run config."""
+        text = self.parser.dump(self.config, skip_none=False)
+        targets: list[Path] = []
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                logger.experiment.config.update(yaml.safe_load(text), allow_val_change=True)
+                targets.append(Path(logger.experiment.dir) / self.config_filename)
+            elif logger.log_dir:
+                targets.append(Path(logger.log_dir) / self.config_filename)
+        if not targets:
+            targets.append(Path(trainer.default_root_dir) / self.config_filename)
+        for target in targets:
+            with atomic_open(_free_path(target), "w", encoding="utf-8") as handle:
+                handle.write(text)
 
 
 class HVPSLightningCLI(LightningCLI):
@@ -26,6 +65,7 @@ class HVPSLightningCLI(LightningCLI):
 
 def run_lightning_cli(args: list[str], **kwargs: Any) -> HVPSLightningCLI:
     """Run ``hvps <subcommand> ...`` through the LightningCLI and return it."""
+    kwargs.setdefault("save_config_callback", HVPSSaveConfigCallback)
     return HVPSLightningCLI(
         BaseTask,
         HVPSDataModule,

@@ -1,0 +1,1 @@
+"""Datasets: formats, specs, the synthetic generator, checks, clip datasets and the DataModule."""

@@ -1,0 +1,183 @@
+"""Weights & Biases logging: offline unless an API key is configured, and offline runs readable.
+
+``HVPSWandbLogger`` is Lightning's ``WandbLogger`` with a ``mode`` switch whose default,
+``auto``, runs online only when an API key is set (``WANDB_API_KEY`` or a ``~/.netrc`` entry
+for api.wandb.ai) and offline otherwise, so nothing blocks on a login prompt without network.
+
+``read_offline_run`` parses an offline run's transaction log (``run-<id>.wandb``) back into
+config, history and summary. wandb ships no Python reader for that file any more (its
+``DataStore`` moved into the Go core), so this small reader of the LevelDB-style log format
+is written here; tests use it to check that configs and metrics arrived.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from lightning.pytorch.loggers import WandbLogger
+
+from hvps_lightning.errors import HVPSError
+
+WandbMode = Literal["auto", "online", "offline", "disabled"]
+
+
+def wandb_has_api_key() -> bool:
+    """Return whether W&B credentials are configured (environment or ``~/.netrc``)."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    netrc = Path(os.environ.get("NETRC", Path.home() / ".netrc"))
+    try:
+        return "api.wandb.ai" in netrc.read_text()
+    except OSError:
+        return False
+
+
+def resolve_wandb_mode(mode: WandbMode = "auto") -> Literal["online", "offline", "disabled"]:
+    """Turn ``auto`` into ``online`` or ``offline``; ``WANDB_MODE`` in the environment wins.
+
+    Example:
+        >>> resolve_wandb_mode("offline")
+        'offline'
+    """
+    env = os.environ.get("WANDB_MODE")
+    if mode == "auto" and env in ("online", "offline", "disabled"):
+        return env  # type: ignore[return-value]
+    if mode == "auto":
+        return "online" if wandb_has_api_key() else "offline"
+    if mode not in ("online", "offline", "disabled"):
+        raise HVPSError(f"--mode: unknown W&B mode {mode!r}; use auto, online, offline or disabled")
+    return mode
+
+
+class HVPSWandbLogger(WandbLogger):
+    """``WandbLogger`` that goes offline by itself when no API key is configured.
+
+    Args:
+        mode: ``auto`` (online with an API key, else offline), ``online``, ``offline`` or ``disabled``.
+        project: W&B project name.
+        save_dir: where the local run folder (``wandb/``) is written.
+        name: run name.
+        group: run group (ablation and sweep runs of one grid share a group).
+        tags: run tags.
+        log_model: upload checkpoints as artifacts (online runs).
+        **kwargs: passed on to ``WandbLogger`` / ``wandb.init``.
+    """
+
+    def __init__(
+        self,
+        mode: WandbMode = "auto",
+        project: str = "hvps-lightning",
+        save_dir: str = "outputs/wandb",
+        name: str | None = None,
+        group: str | None = None,
+        tags: list[str] | None = None,
+        log_model: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        resolved = resolve_wandb_mode(mode)
+        Path(save_dir).mkdir(parents=True, exist_ok=True)
+        if resolved == "disabled":
+            kwargs["mode"] = "disabled"
+        super().__init__(
+            name=name,
+            save_dir=save_dir,
+            project=project,
+            offline=resolved == "offline",
+            log_model=log_model,
+            group=group,
+            tags=tags,
+            **kwargs,
+        )
+
+
+@dataclass
+class OfflineRun:
+    """What an offline W&B run recorded."""
+
+    run_id: str
+    config: dict[str, Any] = field(default_factory=dict)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    summary: dict[str, Any] = field(default_factory=dict)
+    group: str = ""
+    name: str = ""
+
+
+_BLOCK = 32768
+_HEADER = 7  # file header (":W&B", magic, version) and record header (crc, length, type) alike
+
+
+def _records(path: Path) -> list[bytes]:
+    data = path.read_bytes()
+    if data[:4] != b":W&B":
+        raise HVPSError(f"{path}: not a W&B transaction log")
+    out: list[bytes] = []
+    pending = b""
+    pos = _HEADER
+    while pos + _HEADER <= len(data):
+        room = _BLOCK - pos % _BLOCK
+        if room < _HEADER:  # block trailer padding
+            pos += room
+            continue
+        _crc, length, kind = struct.unpack("<IHB", data[pos : pos + _HEADER])
+        pos += _HEADER
+        if kind == 0 and length == 0:
+            pos += room - _HEADER
+            continue
+        chunk = data[pos : pos + length]
+        pos += length
+        if kind == 1:  # full
+            out.append(chunk)
+        elif kind == 2:  # first
+            pending = chunk
+        elif kind == 3:  # middle
+            pending += chunk
+        elif kind == 4:  # last
+            out.append(pending + chunk)
+            pending = b""
+    return out
+
+
+def _item_key(item: Any) -> str:
+    return item.key or "/".join(item.nested_key)
+
+
+def read_offline_run(run_dir: str | Path) -> OfflineRun:
+    """Read config, history rows and summary of an offline run folder (``offline-run-*``).
+
+    Raises:
+        HVPSError: if the folder holds no transaction log.
+    """
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    run_dir = Path(run_dir)
+    logs = sorted(run_dir.glob("run-*.wandb"))
+    if not logs:
+        raise HVPSError(f"{run_dir}: no run-*.wandb file (not a W&B run folder)")
+    run = OfflineRun(run_id=logs[0].stem.removeprefix("run-"))
+    for raw in _records(logs[0]):
+        record = pb.Record()
+        record.ParseFromString(raw)
+        kind = record.WhichOneof("record_type")
+        if kind == "run":
+            run.group, run.name = record.run.run_group, record.run.display_name
+            for item in record.run.config.update:
+                run.config[_item_key(item)] = json.loads(item.value_json)
+        elif kind == "config":
+            for item in record.config.update:
+                run.config[_item_key(item)] = json.loads(item.value_json)
+        elif kind == "history":
+            run.history.append({_item_key(i): json.loads(i.value_json) for i in record.history.item})
+        elif kind == "summary":
+            for item in record.summary.update:
+                run.summary[_item_key(item)] = json.loads(item.value_json)
+    return run
+
+
+def find_offline_runs(root: str | Path) -> list[Path]:
+    """Return the offline run folders under ``root`` (oldest first)."""
+    return sorted(Path(root).rglob("offline-run-*"), key=lambda p: p.name)
