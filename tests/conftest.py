@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
+
+import pytest
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
@@ -11,3 +14,37 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import torch
 
 torch.set_num_threads(1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Generated datasets (hvps synth), written once per test session at tiny sizes; treat them as
+# read-only (copy one with shutil.copytree before breaking files in it).
+SYNTH_FIXTURE_SIZE = {"height": 96, "width": 160, "seed": 0, "progress": False}
+
+
+def _generate(tmp_path_factory: pytest.TempPathFactory, preset: str, sequences: int, frames: int) -> Path:
+    from hvps_lightning.data.synthetic import generate_dataset
+
+    root = tmp_path_factory.mktemp(f"synth_{preset}") / preset
+    generate_dataset(preset, root, sequences=sequences, frames=frames, **SYNTH_FIXTURE_SIZE)
+    return root
+
+
+@pytest.fixture(scope="session")
+def synth_mot_step_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A generated MOTChallenge-STEP root: train/0009 (train) and train/0002 (val), 10 frames each,
+    96x160, frames 000001..000010, with instances_txt/train/<seq>.txt."""
+    return _generate(tmp_path_factory, "motchallenge_step", sequences=2, frames=10)
+
+
+@pytest.fixture(scope="session")
+def synth_kitti_step_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A generated KITTI-STEP root: train/0000 and val/0002, 10 frames each (000000..000009), 96x160."""
+    return _generate(tmp_path_factory, "kitti_step", sequences=2, frames=10)
+
+
+@pytest.fixture(scope="session")
+def synth_kitti_panoptic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A generated KITTI panoptic root: training/ (6 images of scene 0000) and validation/ (6 of scene
+    0001), each with images/, annotations/ (COCO panoptic PNGs) and annotations.json; 96x160."""
+    return _generate(tmp_path_factory, "kitti_panoptic", sequences=2, frames=6)

@@ -218,7 +218,7 @@ _CITYSCAPES_TO_MOTCHALLENGE: dict[int, tuple[int, ...]] = {
     5: (12,),  # rider
     6: (18,),  # bicycle
 }
-_IDENTITY_19 = {i: (i,) for i in range(19)}
+_IDENTITY_19: dict[int, tuple[int, ...]] = {i: (i,) for i in range(19)}
 
 _CLASS_MAPS: dict[tuple[str, str], dict[int, tuple[int, ...]]] = {
     ("kitti_panoptic", "kitti_step"): _IDENTITY_19,

@@ -6,6 +6,7 @@ every reader raises :class:`~hvps_lightning.errors.HVPSError` naming the file wh
 
 from hvps_lightning.data.formats._png import read_png, write_png
 from hvps_lightning.data.formats.coco_panoptic import (
+    COCO_PANOPTIC_LAYOUT,
     CocoPanoptic,
     PanopticImage,
     PanopticSegment,
@@ -34,6 +35,7 @@ from hvps_lightning.data.formats.mots_txt import (
 from hvps_lightning.data.formats.step_png import decode_step, encode_step, read_step_png, write_step_png
 
 __all__ = [
+    "COCO_PANOPTIC_LAYOUT",
     "IGNORE_CLASS",
     "IGNORE_ID",
     "CocoPanoptic",

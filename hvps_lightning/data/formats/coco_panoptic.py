@@ -32,6 +32,15 @@ from hvps_lightning.io import write_json
 #: segment ids must fit in three 8-bit channels.
 MAX_SEGMENT_ID = 256**3 - 1
 
+#: Where the KITTI panoptic release (EfficientPS, http://panoptic.cs.uni-freiburg.de) keeps a
+#: split (``training`` / ``validation``): images, the COCO panoptic JSON and its PNGs; the
+#: EfficientPS converter reads ``<split>/images`` and ``<split>/annotations``.
+COCO_PANOPTIC_LAYOUT = {
+    "images": "{folder}/images",
+    "json": "{folder}/annotations.json",
+    "png_dir": "{folder}/annotations",
+}
+
 
 def rgb_to_id(rgb: np.ndarray) -> np.ndarray:
     """Convert (..., 3) RGB values to segment ids ``R + 256 G + 256^2 B`` (int64, shape (...))."""

@@ -16,6 +16,7 @@ Example:
 
 from __future__ import annotations
 
+import warnings
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -96,7 +97,11 @@ def _coco_rle(rle: dict[str, Any]) -> dict[str, Any]:
 
 def rle_to_mask(rle: dict[str, Any]) -> np.ndarray:
     """Decode a compressed RLE (counts as str or bytes) into a uint8 (H, W) mask."""
-    return np.ascontiguousarray(mask_utils.decode(_coco_rle(rle)), dtype=np.uint8)
+    with warnings.catch_warnings():
+        # pycocotools' Cython decoder trips NumPy 2's copy-keyword deprecation; harmless noise.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        mask = mask_utils.decode(_coco_rle(rle))
+    return np.ascontiguousarray(mask, dtype=np.uint8)
 
 
 def rle_area(rle: dict[str, Any]) -> int:
