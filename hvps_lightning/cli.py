@@ -43,6 +43,17 @@ def _usage() -> str:
     return "\n".join(lines)
 
 
+def find_user_error(exc: BaseException | None) -> HVPSError | None:
+    """Return the first :class:`HVPSError` in ``exc``'s cause/context chain, if any."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, HVPSError):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 def run_lightning(args: Sequence[str]) -> int:
     """Run the LightningCLI with ``args`` (starting with fit/validate/test/predict)."""
     from hvps_lightning.lightning_cli import run_lightning_cli
@@ -71,11 +82,14 @@ def main(args: Sequence[str] | None = None) -> int:
         cfg = parser.parse_args(argv[1:])
         code = module.run(cfg)
         return int(code or 0)
-    except HVPSError as exc:
-        if debug:
+    except Exception as exc:
+        # LightningCLI / jsonargparse wrap errors raised while instantiating classes from a
+        # config; the user-facing HVPSError is then somewhere in the cause chain.
+        user_error = find_user_error(exc)
+        if debug or user_error is None:
             raise
-        print(f"hvps {command}: error: {exc}", file=sys.stderr)
-        return exc.exit_code
+        print(f"hvps {command}: error: {user_error}", file=sys.stderr)
+        return user_error.exit_code
     except KeyboardInterrupt:
         print(f"hvps {command}: interrupted", file=sys.stderr)
         return 130
