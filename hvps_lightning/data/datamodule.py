@@ -1,0 +1,347 @@
+"""``HVPSDataModule``: one DataModule for every finetuning stage and both models.
+
+``stage`` picks the dataset, its spec and the class handling:
+
+| stage | dataset (default root) | label space |
+|---|---|---|
+| ``kitti_panoptic`` | KITTI panoptic, COCO panoptic (``data/kitti_panoptic``) | Cityscapes-19 |
+| ``kitti_step`` | KITTI-STEP (``data/kitti_step``) | Cityscapes-19 |
+| ``mot_step`` | MOTChallenge-STEP (``data/motchallenge_step``) | MOTChallenge-STEP-7 |
+
+so moving to the next stage is one config change (``stage`` and, for a non-default
+location, ``root``). ``dataset`` reads another dataset in the stage's label space through the
+class maps of :mod:`hvps_lightning.data.specs` (e.g. ``dataset: mots`` under ``mot_step``:
+MOTS20 pedestrians become persons, everything else void).
+
+Batches follow ARCHITECTURE.md "Batches" exactly (:func:`collate_clips`). Training items
+hold ``clips_per_item`` clips of one sequence, so a training batch has ``batch_size *
+clips_per_item`` clips; val/test/predict iterate each sequence's frames in order, one clip
+per item. Datasets are plain map-style datasets: under DDP Lightning adds a shuffling
+``DistributedSampler`` for training, and val/test/predict use
+:class:`ContiguousDistributedSampler`, which hands each rank a contiguous block of items so
+that every rank sees its frames in sequence order. Every clip carries its own previous frames
+and its ``meta`` (sequence, frame index), so results gathered from several ranks can be put
+back in order (the last block repeats the last item to keep ranks in step).
+
+Example (YAML, ``hvps fit --config``)::
+
+    data:
+      class_path: hvps_lightning.data.datamodule.HVPSDataModule
+      init_args: {stage: mot_step, root: data/motchallenge_step, image_size: [192, 320]}
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from hvps_lightning.data.datasets import ClipDataset, ClipMode
+from hvps_lightning.data.specs import DatasetSpec, get_spec, stage_spec
+from hvps_lightning.data.transforms import ClipTransform
+from hvps_lightning.errors import HVPSError
+
+Stage = Literal["kitti_panoptic", "kitti_step", "mot_step"]
+DatasetName = Literal["kitti_panoptic", "kitti_step", "motchallenge_step", "mots"]
+Role = Literal["train", "val", "test", "predict"]
+
+
+class ClipCollate:
+    """Batch items (lists of clip dicts) into the ARCHITECTURE.md batch.
+
+    Clips of different sizes (native-size KITTI frames differ by a few pixels) are padded at
+    the bottom/right to the largest: frames with 0 (the normalised mean colour), ``semantic``
+    with the ignore label, ``panoptic`` with ``ignore_label * divisor``, masks with 0.
+
+    Args:
+        ignore_label: the semantic void label of the spec.
+        label_divisor: the spec's panoptic label divisor.
+    """
+
+    def __init__(self, ignore_label: int = 255, label_divisor: int = 1000) -> None:
+        self.ignore_label = ignore_label
+        self.label_divisor = label_divisor
+
+    def __call__(self, items: Sequence[Sequence[dict[str, Any]]]) -> dict[str, Any]:
+        """Collate ``items`` (each a list of clips of one sequence) into one batch."""
+        clips: list[dict[str, Any]] = []
+        metas: list[dict[str, Any]] = []
+        for group, item in enumerate(items):
+            for clip in item:
+                clips.append(clip)
+                metas.append({**clip["meta"], "group": group})
+        if not clips:
+            raise HVPSError("collate_clips: empty batch")
+        target_indices = {int(c["target_index"]) for c in clips}
+        if len(target_indices) != 1:
+            raise ValueError(f"clips of one batch have different target indices {sorted(target_indices)}")
+        height = max(int(c["frames"].shape[-2]) for c in clips)
+        width = max(int(c["frames"].shape[-1]) for c in clips)
+        frames = torch.stack([_pad(c["frames"], height, width, 0.0) for c in clips])
+        targets = [self._pad_target(c["target"], height, width) for c in clips]
+        return {"frames": frames, "target_index": target_indices.pop(), "targets": targets, "meta": metas}
+
+    def _pad_target(
+        self, target: dict[str, torch.Tensor], height: int, width: int
+    ) -> dict[str, torch.Tensor]:
+        if tuple(target["semantic"].shape) == (height, width):
+            return target
+        padded = dict(target)
+        padded["masks"] = _pad(target["masks"], height, width, 0)
+        padded["semantic"] = _pad(target["semantic"], height, width, self.ignore_label)
+        padded["panoptic"] = _pad(target["panoptic"], height, width, self.ignore_label * self.label_divisor)
+        return padded
+
+
+class ContiguousDistributedSampler(DistributedSampler):
+    """Evaluation sampler for DDP that gives each rank one contiguous, ordered block of items.
+
+    Lightning's default ``DistributedSampler`` deals items round-robin (rank r gets r, r + W,
+    ...), so no rank sees a sequence in order. Here rank r gets items ``[r * n, (r + 1) * n)``
+    (the last block padded by repeating the last item, so every rank runs the same number of
+    steps), i.e. whole runs of consecutive frames. Being a ``DistributedSampler``, Lightning
+    leaves it in place.
+    """
+
+    def __init__(self, dataset: Dataset, num_replicas: int, rank: int) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=False, drop_last=False)
+
+    def __iter__(self) -> Iterator[int]:
+        size = len(self.dataset)  # type: ignore[arg-type]
+        start = self.rank * self.num_samples
+        return iter([min(i, size - 1) for i in range(start, start + self.num_samples)])
+
+
+def _pad(tensor: torch.Tensor, height: int, width: int, value: float) -> torch.Tensor:
+    pad_h, pad_w = height - tensor.shape[-2], width - tensor.shape[-1]
+    if pad_h == 0 and pad_w == 0:
+        return tensor
+    return F.pad(tensor, (0, pad_w, 0, pad_h), value=value)
+
+
+def collate_clips(
+    items: Sequence[Sequence[dict[str, Any]]], spec: DatasetSpec | str | None = None
+) -> dict[str, Any]:
+    """Collate items of a :class:`~hvps_lightning.data.datasets.ClipDataset` (see :class:`ClipCollate`)."""
+    if spec is None:
+        return ClipCollate()(items)
+    spec = get_spec(spec)
+    return ClipCollate(spec.ignore_label, spec.label_divisor)(items)
+
+
+class HVPSDataModule(L.LightningDataModule):
+    """Clips of STEP / KITTI panoptic / MOTS datasets for the MOTS and the semantic models.
+
+    Args:
+        stage: finetuning stage: ``kitti_panoptic``, ``kitti_step`` or ``mot_step``; selects the
+            label space (spec) and the default dataset.
+        root: dataset root (default ``data/<dataset name>``).
+        dataset: the dataset the root holds, if not the stage's own (``mots``: MOTS20 or
+            KITTI-MOTS); its classes are mapped into the stage's label space.
+        batch_size: items per batch (a training item holds ``clips_per_item`` clips).
+        num_workers: DataLoader worker processes.
+        clip_length: frames per clip (T).
+        clip_mode: ``previous`` (target frame last, T - 1 previous frames) or ``centred``.
+        clip_stride: frames between consecutive frames of a clip.
+        clips_per_item: clips per training item (val/test/predict use 1).
+        clip_gap: (min, max) frames between the targets of the clips of one training item.
+        image_size: (height, width) all frames are resized to; ``None`` keeps the native size.
+        augment: random augmentation for training (scale/crop needs ``image_size``).
+        scale_range: random scale factors before cropping back to ``image_size``.
+        hflip: random horizontal flips.
+        color_jitter: colour jitter strength (0: off).
+        train_split: split for ``fit``.
+        val_split: split for validation (``None``: no validation).
+        test_split: split for ``test`` (needs labels).
+        predict_split: split for ``predict`` (may be unlabelled, e.g. ``test``).
+        sequences: per role (``train``, ``val``, ``test``, ``predict``), the sequences to use
+            instead of the split's own.
+        max_sequences: keep only the first N sequences of every split (fast runs).
+        max_frames: keep only the first N frames of every sequence (fast runs).
+        pin_memory: DataLoader ``pin_memory``.
+    """
+
+    def __init__(
+        self,
+        stage: Stage = "mot_step",
+        root: str | None = None,
+        dataset: DatasetName | None = None,
+        batch_size: int = 2,
+        num_workers: int = 0,
+        clip_length: int = 3,
+        clip_mode: ClipMode = "previous",
+        clip_stride: int = 1,
+        clips_per_item: int = 2,
+        clip_gap: tuple[int, int] = (1, 10),
+        image_size: tuple[int, int] | None = None,
+        augment: bool = True,
+        scale_range: tuple[float, float] = (0.75, 1.25),
+        hflip: bool = True,
+        color_jitter: float = 0.2,
+        train_split: str = "train",
+        val_split: str | None = "val",
+        test_split: str | None = "val",
+        predict_split: str | None = "val",
+        sequences: dict[str, list[str]] | None = None,
+        max_sequences: int | None = None,
+        max_frames: int | None = None,
+        pin_memory: bool = False,
+    ) -> None:
+        super().__init__()
+        # the model owns `dataset` (linked from this module); saving it here too would clash
+        # with the model's value when Lightning merges both hparams
+        self.save_hyperparameters(ignore=["dataset"])
+        self.stage = stage
+        self._spec = stage_spec(stage)
+        self.source_spec = get_spec(dataset) if dataset is not None else self._spec
+        self.root = Path(root) if root is not None else Path("data") / self.source_spec.name
+        if batch_size < 1:
+            raise HVPSError(f"batch_size must be >= 1, got {batch_size}")
+        if num_workers < 0:
+            raise HVPSError(f"num_workers must be >= 0, got {num_workers}")
+        if clips_per_item < 1:
+            raise HVPSError(f"clips_per_item must be >= 1, got {clips_per_item}")
+        if image_size is not None and (len(image_size) != 2 or min(image_size) < 1):
+            raise HVPSError(f"image_size must be [height, width] with positive values, got {image_size}")
+        unknown_roles = set(sequences or {}) - {"train", "val", "test", "predict"}
+        if unknown_roles:
+            raise HVPSError(f"sequences: unknown keys {sorted(unknown_roles)}; use train, val, test, predict")
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.clip_length = clip_length
+        self.clip_mode: ClipMode = clip_mode
+        self.clip_stride = clip_stride
+        self.clips_per_item = clips_per_item
+        self.clip_gap = tuple(clip_gap)
+        self.image_size = None if image_size is None else (int(image_size[0]), int(image_size[1]))
+        self.augment = augment
+        self.scale_range = tuple(scale_range)
+        self.hflip = hflip
+        self.color_jitter = color_jitter
+        self.splits: dict[str, str | None] = {
+            "train": train_split,
+            "val": val_split,
+            "test": test_split,
+            "predict": predict_split,
+        }
+        self.sequences = {k: list(v) for k, v in (sequences or {}).items()}
+        self.max_sequences = max_sequences
+        self.max_frames = max_frames
+        self.pin_memory = pin_memory
+        self.collate = ClipCollate(self._spec.ignore_label, self._spec.label_divisor)
+        self.datasets: dict[str, ClipDataset] = {}
+        # Fail fast on an impossible class mapping rather than in the first batch.
+        if self.source_spec.name != self._spec.name:
+            from hvps_lightning.data.specs import class_map
+
+            class_map(self.source_spec.name, self._spec.name)
+
+    # -- what the models link to --------------------------------------------------------
+    @property
+    def spec(self) -> DatasetSpec:
+        """The spec of the labels (the stage's dataset spec)."""
+        return self._spec
+
+    @property
+    def dataset_name(self) -> str:
+        """Name of :attr:`spec`; the LightningCLI links it into ``model.init_args.dataset``."""
+        return self._spec.name
+
+    @property
+    def target_index(self) -> int:
+        """Index in a clip of the frame the targets belong to."""
+        return self.clip_length - 1 if self.clip_mode == "previous" else self.clip_length // 2
+
+    # -- datasets -------------------------------------------------------------------------
+    def transform(self, train: bool) -> ClipTransform:
+        """The clip transform of training (``train=True``) or evaluation."""
+        return ClipTransform(
+            image_size=self.image_size,
+            train=train and self.augment,
+            scale_range=self.scale_range,  # type: ignore[arg-type]
+            hflip=self.hflip,
+            color_jitter=self.color_jitter,
+            ignore_value=self._spec.ignore_label * self._spec.label_divisor,
+        )
+
+    def dataset(self, role: Role) -> ClipDataset:
+        """The dataset of ``role`` (``train``, ``val``, ``test``, ``predict``), built on first use.
+
+        Raises:
+            HVPSError: if the role has no split, or the root / split / files are bad.
+        """
+        if role not in self.datasets:
+            split = self.splits[role]
+            if split is None:
+                raise HVPSError(f"no {role} split configured ({role}_split is null)")
+            train = role == "train"
+            self.datasets[role] = ClipDataset(
+                self.source_spec,
+                self.root,
+                split,
+                label_spec=self._spec,
+                clip_length=self.clip_length,
+                clip_mode=self.clip_mode,
+                clip_stride=self.clip_stride,
+                clips_per_item=self.clips_per_item if train else 1,
+                clip_gap=self.clip_gap,  # type: ignore[arg-type]
+                transform=self.transform(train),
+                sequences=self.sequences.get(role),
+                max_sequences=self.max_sequences,
+                max_frames=self.max_frames,
+            )
+        return self.datasets[role]
+
+    def setup(self, stage: str | None = None) -> None:
+        """Build the datasets a Lightning stage (``fit``, ``validate``, ``test``, ``predict``) needs."""
+        roles: tuple[Role, ...]
+        if stage == "fit":
+            roles = ("train", "val")
+        elif stage == "validate":
+            roles = ("val",)
+        elif stage in ("test", "predict"):
+            roles = (stage,)  # type: ignore[assignment]
+        else:
+            roles = ("train", "val", "test", "predict")
+        for role in roles:
+            if self.splits[role] is not None:
+                self.dataset(role)
+
+    def _loader(self, role: Role, shuffle: bool) -> DataLoader:
+        dataset = self.dataset(role)
+        sampler = None
+        trainer = self.trainer
+        if not shuffle and trainer is not None and trainer.world_size > 1:
+            # Keep frames in order on every rank (Lightning keeps a DistributedSampler as it is).
+            sampler = ContiguousDistributedSampler(dataset, trainer.world_size, trainer.global_rank)
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            sampler=sampler,
+            num_workers=self.num_workers,
+            collate_fn=self.collate,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        """Shuffled training items (``clips_per_item`` clips each)."""
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader | list[DataLoader]:
+        """Validation clips, sequence by sequence, frames in order (none if ``val_split`` is null)."""
+        return self._loader("val", shuffle=False) if self.splits["val"] is not None else []
+
+    def test_dataloader(self) -> DataLoader:
+        """Test clips in order."""
+        return self._loader("test", shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        """Prediction clips in order."""
+        return self._loader("predict", shuffle=False)

@@ -1,0 +1,264 @@
+"""HVPSDataModule: one batch per stage (the ARCHITECTURE.md contract), ordering, workers, config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import pytest
+import torch
+from jsonargparse import ArgumentParser
+
+from hvps_lightning.data.datamodule import ClipCollate, ContiguousDistributedSampler, HVPSDataModule
+from hvps_lightning.errors import HVPSError
+
+STAGES = {
+    # stage: (root fixture, dataset name, thing ids, number of classes)
+    "kitti_panoptic": ("synth_kitti_panoptic_root", "kitti_panoptic", {11, 12, 13, 14, 15, 16, 17, 18}, 19),
+    "kitti_step": ("synth_kitti_step_root", "kitti_step", {11, 13}, 19),
+    "mot_step": ("synth_mot_step_root", "motchallenge_step", {4}, 7),
+}
+META_KEYS = {"sequence", "frame", "frame_index", "orig_size", "input_size", "image_path", "group"}
+TARGET_DTYPES = {
+    "boxes": torch.float32,
+    "labels": torch.int64,
+    "masks": torch.uint8,
+    "track_ids": torch.int64,
+    "identities": torch.int64,
+    "semantic": torch.int64,
+    "panoptic": torch.int64,
+}
+
+
+def check_batch(batch: dict[str, Any], size: int, length: int, things: set[int], classes: int) -> None:
+    assert set(batch) == {"frames", "target_index", "targets", "meta"}
+    frames = batch["frames"]
+    assert frames.dtype == torch.float32 and frames.shape[1:] == (length, 3, 48, 80)
+    assert frames.shape[0] == size == len(batch["targets"]) == len(batch["meta"])
+    assert isinstance(batch["target_index"], int)
+    assert -3 < float(frames.mean()) < 3  # normalised, not 0..255
+    for target, meta in zip(batch["targets"], batch["meta"], strict=True):
+        assert set(target) == set(TARGET_DTYPES)
+        for key, dtype in TARGET_DTYPES.items():
+            assert target[key].dtype == dtype, key
+        n = target["labels"].shape[0]
+        assert target["boxes"].shape == (n, 4) and target["masks"].shape == (n, 48, 80)
+        assert target["track_ids"].shape == target["identities"].shape == (n,)
+        assert target["semantic"].shape == target["panoptic"].shape == (48, 80)
+        assert set(target["labels"].tolist()) <= things
+        valid = target["semantic"] != 255
+        assert int(target["semantic"][valid].max()) < classes
+        assert torch.equal(target["panoptic"] // 1000, target["semantic"])
+        assert set(meta) == META_KEYS
+        assert isinstance(meta["sequence"], str) and isinstance(meta["frame"], str)
+        assert Path(meta["image_path"]).is_file() and meta["orig_size"] == (96, 160)
+
+
+@pytest.mark.parametrize("stage", list(STAGES))
+def test_one_batch_per_stage(stage: str, request: pytest.FixtureRequest) -> None:
+    fixture, dataset_name, things, classes = STAGES[stage]
+    root = request.getfixturevalue(fixture)
+    torch.manual_seed(0)
+    dm = HVPSDataModule(stage=stage, root=str(root), batch_size=2, image_size=(48, 80))  # type: ignore[arg-type]
+    assert dm.dataset_name == dataset_name == dm.spec.name
+    dm.setup("fit")
+    train = next(iter(dm.train_dataloader()))
+    check_batch(train, 4, 3, things, classes)  # 2 items x 2 clips
+    assert train["target_index"] == 2
+    assert [m["group"] for m in train["meta"]] == [0, 0, 1, 1]
+    for first, second in (train["meta"][0:2], train["meta"][2:4]):
+        assert first["sequence"] == second["sequence"]
+    assert sum(t["labels"].numel() for t in train["targets"]) > 0
+    val = next(iter(dm.val_dataloader()))
+    check_batch(val, 2, 3, things, classes)
+    assert [m["group"] for m in val["meta"]] == [0, 1]
+
+
+def test_validation_iterates_each_sequence_in_order(synth_kitti_step_root: Path) -> None:
+    dm = HVPSDataModule(
+        stage="kitti_step",
+        root=str(synth_kitti_step_root),
+        batch_size=3,
+        val_split="train",
+        clip_mode="centred",
+    )
+    dm.setup("validate")
+    metas = [m for batch in dm.val_dataloader() for m in batch["meta"]]
+    assert [(m["sequence"], m["frame_index"]) for m in metas] == [("0000", i) for i in range(10)]
+    assert dm.target_index == 1
+    assert next(iter(dm.val_dataloader()))["target_index"] == 1
+
+
+def test_moving_to_the_next_stage_is_one_change(
+    synth_kitti_step_root: Path, synth_mot_step_root: Path
+) -> None:
+    parser = ArgumentParser()
+    parser.add_class_arguments(HVPSDataModule, "data")
+    base = {"batch_size": 1, "image_size": [48, 80], "clip_length": 2}
+    configs = {
+        "kitti_step": {"stage": "kitti_step", "root": str(synth_kitti_step_root)},
+        "mot_step": {"stage": "mot_step", "root": str(synth_mot_step_root)},
+    }
+    for stage, change in configs.items():
+        cfg = parser.parse_object({"data": {**base, **change}})
+        dm = parser.instantiate(cfg).data
+        assert isinstance(dm, HVPSDataModule) and dm.stage == stage
+        assert dm.image_size == (48, 80)
+        dm.setup("validate")
+        assert next(iter(dm.val_dataloader()))["frames"].shape == (1, 2, 3, 48, 80)
+
+
+def test_unknown_config_keys_are_errors() -> None:
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_class_arguments(HVPSDataModule, "data")
+    with pytest.raises(Exception, match="imag_size"):
+        parser.parse_object({"data": {"stage": "mot_step", "imag_size": [48, 80]}})
+    with pytest.raises(Exception, match="stage"):
+        parser.parse_object({"data": {"stage": "mots_step"}})
+
+
+def test_default_root_and_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    dm = HVPSDataModule(stage="kitti_step")
+    assert dm.root == Path("data/kitti_step")
+    with pytest.raises(
+        HVPSError, match=r"data/kitti_step: dataset root not found; generate one with `hvps synth"
+    ):
+        dm.setup("fit")
+    assert HVPSDataModule(stage="mot_step", dataset="mots").root == Path("data/mots")
+    with pytest.raises(HVPSError, match="no class map from 'motchallenge_step' to 'kitti_panoptic'"):
+        HVPSDataModule(stage="kitti_panoptic", dataset="motchallenge_step")
+    with pytest.raises(HVPSError, match="sequences: unknown keys"):
+        HVPSDataModule(sequences={"training": ["0000"]})
+    with pytest.raises(HVPSError, match="batch_size"):
+        HVPSDataModule(batch_size=0)
+
+
+def test_no_validation_split(synth_mot_step_root: Path) -> None:
+    dm = HVPSDataModule(stage="mot_step", root=str(synth_mot_step_root), val_split=None)
+    dm.setup("fit")
+    assert dm.val_dataloader() == []
+
+
+def test_predict_on_an_unlabelled_split(synth_mot_step_root: Path, tmp_path: Path) -> None:
+    import shutil
+
+    root = tmp_path / "mot"
+    shutil.copytree(synth_mot_step_root, root)
+    shutil.copytree(root / "images/train/0002", root / "images/test/0001")
+    dm = HVPSDataModule(stage="mot_step", root=str(root), predict_split="test", batch_size=4, max_frames=4)
+    dm.setup("predict")
+    (batch,) = list(dm.predict_dataloader())
+    assert [m["sequence"] for m in batch["meta"]] == ["0001"] * 4
+    assert all(t["masks"].shape[0] == 0 and (t["semantic"] == 255).all() for t in batch["targets"])
+
+
+def test_two_workers(synth_mot_step_root: Path) -> None:
+    def first_batches() -> list[dict[str, Any]]:
+        torch.manual_seed(0)
+        dm = HVPSDataModule(
+            stage="mot_step", root=str(synth_mot_step_root), num_workers=2, image_size=(48, 80)
+        )
+        dm.setup("fit")
+        iterator = iter(dm.train_dataloader())
+        return [next(iterator), next(iterator)]
+
+    a, b = first_batches(), first_batches()
+    for x, y in zip(a, b, strict=True):
+        check_batch(x, 4, 3, {4}, 7)
+        assert torch.equal(x["frames"], y["frames"])  # seeded: reproducible across runs with workers
+    assert not torch.equal(a[0]["frames"], a[1]["frames"])
+
+
+def test_collate_pads_clips_of_different_sizes() -> None:
+    def clip(height: int, width: int) -> dict[str, Any]:
+        return {
+            "frames": torch.ones(2, 3, height, width),
+            "target": {
+                "boxes": torch.zeros(1, 4),
+                "labels": torch.tensor([4]),
+                "masks": torch.ones(1, height, width, dtype=torch.uint8),
+                "track_ids": torch.tensor([1]),
+                "identities": torch.tensor([4001]),
+                "semantic": torch.full((height, width), 4),
+                "panoptic": torch.full((height, width), 4001),
+            },
+            "meta": {
+                "sequence": "s",
+                "frame": "0",
+                "frame_index": 0,
+                "orig_size": (height, width),
+                "image_path": "",
+            },
+            "target_index": 1,
+        }
+
+    batch = ClipCollate(255, 1000)([[clip(4, 6)], [clip(5, 3)]])
+    assert batch["frames"].shape == (2, 2, 3, 5, 6)
+    assert batch["frames"][0, :, :, 4].abs().sum() == 0 and batch["frames"][1, :, :, :, 3:].abs().sum() == 0
+    small = batch["targets"][0]
+    assert small["semantic"].shape == (5, 6) and (small["semantic"][4] == 255).all()
+    assert (small["panoptic"][4] == 255000).all() and small["masks"][:, 4].sum() == 0
+    assert batch["meta"][1]["orig_size"] == (5, 3) and batch["target_index"] == 1
+
+
+class _TinyModel(L.LightningModule):
+    """Consumes batches like the real models: frames, targets and meta."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer = torch.nn.Conv2d(3, 1, 1)
+        self.seen: list[tuple[str, int]] = []
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        target_frames = batch["frames"][:, batch["target_index"]]
+        loss = self.layer(target_frames).mean() + sum(t["masks"].float().mean() for t in batch["targets"]) * 0
+        return loss
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self.seen += [(m["sequence"], m["frame_index"]) for m in batch["meta"]]
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=0.01)
+
+
+def test_lightning_trainer_runs_on_the_datamodule(synth_mot_step_root: Path, tmp_path: Path) -> None:
+    dm = HVPSDataModule(stage="mot_step", root=str(synth_mot_step_root), image_size=(48, 80), batch_size=2)
+    model = _TinyModel()
+    trainer = L.Trainer(
+        max_epochs=1,
+        limit_train_batches=2,
+        limit_val_batches=5,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        num_sanity_val_steps=0,
+    )
+    trainer.fit(model, datamodule=dm)
+    assert model.seen == [("0002", i) for i in range(10)]
+
+
+@pytest.mark.parametrize(("size", "ranks"), [(10, 2), (10, 3), (7, 4), (1, 2)])
+def test_contiguous_sampler_keeps_order_on_every_rank(size: int, ranks: int) -> None:
+    dataset = list(range(size))
+    blocks = [list(ContiguousDistributedSampler(dataset, ranks, rank)) for rank in range(ranks)]  # type: ignore[arg-type]
+    assert len({len(block) for block in blocks}) == 1  # every rank runs the same number of steps
+    assert [i for block in blocks for i in block][:size] == dataset
+    for block in blocks:
+        assert block == sorted(block)
+
+
+def test_evaluation_loaders_shard_contiguously_under_ddp(synth_mot_step_root: Path) -> None:
+    from types import SimpleNamespace
+
+    dm = HVPSDataModule(stage="mot_step", root=str(synth_mot_step_root), batch_size=2)
+    dm.trainer = SimpleNamespace(world_size=2, global_rank=1)  # type: ignore[assignment]
+    dm.setup("validate")
+    loader = dm.val_dataloader()
+    assert isinstance(loader.sampler, ContiguousDistributedSampler)
+    assert [m["frame_index"] for batch in loader for m in batch["meta"]] == [5, 6, 7, 8, 9]
+    assert not isinstance(dm.train_dataloader().sampler, ContiguousDistributedSampler)
