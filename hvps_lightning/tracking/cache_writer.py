@@ -1,0 +1,89 @@
+"""``DetectionCacheWriter``: a Lightning prediction writer that fills the detection cache.
+
+Add it to the trainer's callbacks for ``hvps predict`` (or ``trainer.predict``) with a
+``MOTSModule``: its ``predict_step`` returns ``[(sequence, FrameDetections), ...]`` per
+batch; the writer keeps them per sequence and, at the end of the epoch, writes one
+``<seq>.npz`` + ``<seq>.json`` per sequence (``tracking/cache.py``) with the model class,
+its hyperparameters, the dataset and the checkpoint in the metadata. Under DDP the
+detections are gathered to rank 0, which writes.
+
+Example (YAML for ``hvps predict``)::
+
+    trainer:
+      callbacks:
+        - class_path: hvps_lightning.tracking.cache.DetectionCacheWriter
+          init_args: {output_dir: cache/detections}
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.callbacks import BasePredictionWriter
+
+from hvps_lightning.tracking.cache import json_safe, write_detection_cache
+from hvps_lightning.tracking.collect import SequenceCollector
+
+
+def model_metadata(trainer: L.Trainer | None, pl_module: L.LightningModule) -> dict[str, Any]:
+    """What produced a set of detections: model class, hparams, dataset, checkpoint, versions."""
+    cls = type(pl_module)
+    hparams = dict(getattr(pl_module, "hparams", {}) or {})
+    spec = getattr(pl_module, "spec", None)
+    return json_safe(
+        {
+            "model_class": f"{cls.__module__}.{cls.__qualname__}",
+            "hparams": hparams,
+            "dataset": getattr(spec, "name", hparams.get("dataset")),
+            "checkpoint": getattr(trainer, "ckpt_path", None) if trainer is not None else None,
+            "global_step": getattr(trainer, "global_step", None) if trainer is not None else None,
+            "lightning_version": L.__version__,
+        }
+    )
+
+
+class DetectionCacheWriter(BasePredictionWriter):
+    """Writes what ``MOTSModule.predict_step`` returns to a detection cache directory.
+
+    Args:
+        output_dir: the cache directory (``<seq>.npz`` + ``<seq>.json`` per sequence).
+        metadata: extra metadata stored with every sequence (merged over the model's).
+    """
+
+    def __init__(self, output_dir: str | Path, metadata: dict[str, Any] | None = None) -> None:
+        super().__init__(write_interval="batch")
+        self.output_dir = Path(output_dir)
+        self.metadata = dict(metadata or {})
+        self.collector = SequenceCollector()
+        self.written: list[Path] = []
+
+    def on_predict_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Start a new collection."""
+        self.collector.reset()
+
+    def write_on_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        prediction: Any,
+        batch_indices: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int,
+    ) -> None:
+        """Keep the ``(sequence, FrameDetections)`` pairs of a batch."""
+        self.collector.add(prediction, where="predict_step output")
+
+    def on_predict_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Gather to rank 0 and write one cache entry per sequence."""
+        super().on_predict_epoch_end(trainer, pl_module)
+        sequences = self.collector.gather(trainer)
+        self.collector.reset()
+        if trainer.global_rank != 0:
+            return
+        metadata = {**model_metadata(trainer, pl_module), **json_safe(self.metadata)}
+        for sequence, frames in sequences.items():
+            npz_path, _ = write_detection_cache(self.output_dir, sequence, frames, metadata)
+            self.written.append(npz_path)

@@ -1,0 +1,434 @@
+"""``OfflineTrackerCallback``: track what the MOTS model detected in validation/test, log AQ/STQ/MOTS.
+
+``MOTSModule.validation_step`` / ``test_step`` return ``{"detections": [(sequence,
+FrameDetections), ...]}``. This callback collects them batch by batch; at the end of the
+epoch it gathers them on rank 0 (``torch.distributed.gather_object``; frames repeated by DDP
+padding are dropped), runs the tracker per sequence (:func:`track_sequence`), scores the
+tracks against the ground truth of the datamodule's dataset and logs, on every rank, the same
+numbers (computed once on rank 0 and broadcast):
+
+* ``<stage>/aq``: association quality of the tracks fused into the *ground-truth* semantic map
+  (thing pixels no track covers become void), so it measures tracking (and instance masks)
+  alone. Always logged when there is ground truth.
+* ``<stage>/stq``, ``<stage>/sq``, ``<stage>/aq_fused``: with ``semantic_dir`` (a semantic cache
+  ``<dir>/<seq>/<frame>.png`` of the same frames), STQ of the tracks fused with the predicted
+  semantics (:func:`~hvps_lightning.panoptic.fusion.fuse_panoptic`, its default rule).
+* ``<stage>/mots/<class>/{sMOTSA,MOTSA,MOTSP,IDF1,IDSW,...}``: MOTS metrics per MOTS class of
+  the spec (pedestrian, car), with MOTS ground truth derived from the panoptic ground truth.
+* ``<stage>/num_tracks``.
+
+``<stage>`` is ``val`` or ``test``. Optional exports (``export_dir``): MOTS txt, STEP PNGs (with
+``semantic_dir``), overlay GIFs and the detection cache, into a folder per evaluation
+(``<export_dir>/<stage>-epoch<E>-step<S>/``) so that runs never overwrite each other's results.
+``log_overlays`` sends overlay images/GIFs of the first sequences to the logger (W&B,
+TensorBoard) through :mod:`hvps_lightning.viz.logging` on rank 0.
+
+The callback can be listed under ``trainer.callbacks`` in YAML, or returned by a module's
+``configure_callbacks``::
+
+    trainer:
+      callbacks:
+        - class_path: hvps_lightning.tracking.callback.OfflineTrackerCallback
+          init_args: {tracker_config: experiments/tracker/default.yaml}
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities import rank_zero_warn
+
+from hvps_lightning.data.specs import DatasetSpec, get_spec
+from hvps_lightning.errors import HVPSError
+from hvps_lightning.tracking.collect import SequenceCollector
+from hvps_lightning.tracking.config import TrackerConfig
+from hvps_lightning.tracking.detections import FrameDetections
+from hvps_lightning.tracking.ground_truth import GroundTruthSource, panoptic_to_mots
+from hvps_lightning.tracking.outputs import STEP_DIR, frame_numbers, mots_objects, write_mots_sequence
+from hvps_lightning.tracking.tracker import TrackedObject, track_sequence
+
+#: the MOTS metrics logged per class (those evaluate_mots returns).
+MOTS_KEYS = ("sMOTSA", "MOTSA", "MOTSP", "IDF1", "IDSW", "HOTA")
+_MOTS_CLASS_NAMES = {1: "car", 2: "pedestrian"}
+
+
+def resolve_tracker_config(config: TrackerConfig | Mapping[str, Any] | str | Path | None) -> TrackerConfig:
+    """A :class:`TrackerConfig` from a config, a dict, a YAML path or ``None`` (defaults)."""
+    if config is None:
+        return TrackerConfig()
+    if isinstance(config, TrackerConfig):
+        return config
+    if isinstance(config, Mapping):
+        return TrackerConfig.from_dict(dict(config))
+    return TrackerConfig.from_yaml(config)
+
+
+class OfflineTrackerCallback(Callback):
+    """Runs the tracker on validation/test detections at epoch end and logs AQ (+ STQ/SQ, MOTS).
+
+    Args:
+        tracker_config: tracker parameters: a YAML file, a dict, a :class:`TrackerConfig`, or
+            ``None`` for the defaults.
+        semantic_dir: semantic cache of the evaluated frames (``<dir>/<seq>/<frame>.png``): also
+            log STQ and SQ of the fused panoptic output.
+        export_dir: write the outputs (MOTS txt; STEP PNGs with ``semantic_dir``) per evaluation
+            below this folder.
+        export_cache: also write the detection cache (``detections/``) of each evaluation.
+        export_overlays: also write an overlay GIF per sequence (``overlays/<seq>.gif``).
+        log_overlays: send overlays (a few frames and a GIF) of this many sequences to the logger.
+        overlay_frames: at most this many frames per overlay GIF.
+        mots_metrics: compute the MOTS metrics (needs ``hvps_lightning.metrics.mots``).
+        uncovered: fusion rule for ``semantic_dir`` (``crowd``, ``void``, ``stuff``; default: the
+            fusion's).
+        stages: run after ``validate`` and/or ``test`` epochs.
+    """
+
+    def __init__(
+        self,
+        tracker_config: str | dict[str, Any] | None = None,
+        semantic_dir: str | None = None,
+        export_dir: str | None = None,
+        export_cache: bool = False,
+        export_overlays: bool = False,
+        log_overlays: int = 0,
+        overlay_frames: int = 32,
+        mots_metrics: bool = True,
+        uncovered: str | None = None,
+        stages: Sequence[str] = ("validate", "test"),
+    ) -> None:
+        super().__init__()
+        self.config = resolve_tracker_config(tracker_config)
+        self.semantic_dir = Path(semantic_dir) if semantic_dir else None
+        self.export_dir = Path(export_dir) if export_dir else None
+        self.export_cache = export_cache
+        self.export_overlays = export_overlays
+        if log_overlays < 0 or overlay_frames < 1:
+            raise HVPSError("log_overlays must be >= 0 and overlay_frames >= 1")
+        self.log_overlays = log_overlays
+        self.overlay_frames = overlay_frames
+        self.mots_metrics = mots_metrics
+        self.uncovered = uncovered
+        unknown = set(stages) - {"validate", "test"}
+        if unknown:
+            raise HVPSError(f"stages: unknown {sorted(unknown)}; use validate and/or test")
+        self.stages = tuple(stages)
+        self.collector = SequenceCollector()
+        #: the metrics of the last evaluation (same on every rank)
+        self.last_metrics: dict[str, float] = {}
+        #: the tracks of the last evaluation, on rank 0: sequence -> (frame names, tracks per frame)
+        self.last_tracks: dict[str, tuple[list[str], list[list[TrackedObject]]]] = {}
+        self._warned: set[str] = set()
+
+    # Collection ---------------------------------------------------------------------------
+    def _collect(self, trainer: L.Trainer, outputs: Any, batch: Any, stage: str) -> None:
+        if stage not in self.stages or trainer.sanity_checking:
+            return
+        detections = outputs.get("detections") if isinstance(outputs, Mapping) else outputs
+        if detections is None:
+            self._warn_once("no-detections", "OfflineTrackerCallback: the step returned no 'detections'")
+            return
+        self.collector.add(detections, where=f"{stage} step output")
+        metas = batch.get("meta", []) if isinstance(batch, Mapping) else []
+        for meta in metas:
+            if isinstance(meta, Mapping) and "sequence" in meta and "frame" in meta:
+                self.collector.note(
+                    str(meta["sequence"]), str(meta["frame"]), image_path=meta.get("image_path")
+                )
+
+    def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Start a new collection."""
+        self.collector.reset()
+
+    def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Start a new collection."""
+        self.collector.reset()
+
+    def on_validation_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        """Keep the detections of a validation batch."""
+        self._collect(trainer, outputs, batch, "validate")
+
+    def on_test_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        """Keep the detections of a test batch."""
+        self._collect(trainer, outputs, batch, "test")
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Track, score and log (``val/...``)."""
+        if "validate" in self.stages and not trainer.sanity_checking:
+            self._finish(trainer, pl_module, "val", "val")
+
+    def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Track, score and log (``test/...``)."""
+        if "test" in self.stages:
+            self._finish(trainer, pl_module, "test", "test")
+
+    # Evaluation ---------------------------------------------------------------------------
+    def _finish(self, trainer: L.Trainer, pl_module: L.LightningModule, prefix: str, role: str) -> None:
+        sequences = self.collector.gather(trainer)  # collective under DDP
+        notes = dict(self.collector.notes)
+        self.collector.reset()
+        metrics: dict[str, float] = {}
+        if trainer.is_global_zero:
+            metrics = self.evaluate(trainer, pl_module, sequences, notes, prefix, role)
+        if trainer.world_size > 1:
+            metrics = trainer.strategy.broadcast(metrics, src=0)
+        self.last_metrics = dict(metrics)
+        # Every rank holds the same numbers now; sync_dist only averages equal values (and keeps
+        # Lightning from warning about unsynced epoch metrics under DDP).
+        for name, value in metrics.items():
+            pl_module.log(name, float(value), on_epoch=True, sync_dist=trainer.world_size > 1)
+
+    def evaluate(
+        self,
+        trainer: L.Trainer | None,
+        pl_module: L.LightningModule | None,
+        sequences: Mapping[str, list[FrameDetections]],
+        notes: Mapping[tuple[str, str], Mapping[str, Any]],
+        prefix: str = "val",
+        role: str = "val",
+    ) -> dict[str, float]:
+        """Track every sequence and return the metrics (``<prefix>/...``); writes exports and overlays."""
+        spec = self._spec(trainer, pl_module)
+        image_paths = {
+            key: str(facts["image_path"]) for key, facts in notes.items() if facts.get("image_path")
+        }
+        gt = GroundTruthSource(spec, self._dataset(trainer, role), image_paths)
+        stq_gt = self._stq(spec)
+        stq_fused = self._stq(spec) if self.semantic_dir is not None else None
+        gt_mots: dict[str, list[Any]] = {}
+        pred_mots: dict[str, list[Any]] = {}
+        self.last_tracks = {}
+        fused_frames: dict[str, list[tuple[str, np.ndarray, np.ndarray]]] = {}
+        frames_with_gt = 0
+        num_tracks = 0
+        for sequence, frames in sequences.items():
+            tracks = track_sequence(frames, self.config)
+            names = [f.frame for f in frames]
+            self.last_tracks[sequence] = (names, tracks)
+            num_tracks += len({o.track_id for objects in tracks for o in objects})
+            numbers = frame_numbers(names)
+            sequence_gt: list[Any] = []
+            for detections, objects, number in zip(frames, tracks, numbers, strict=True):
+                labels = gt.frame(sequence, detections.frame)
+                if labels is None:
+                    continue
+                frames_with_gt += 1
+                gt_semantic, gt_instance = labels
+                self._check_size(detections, gt_semantic, sequence)
+                where = f"{sequence}/{detections.frame}"
+                semantic, instance = self._fuse(gt_semantic, objects, spec, "void", where)
+                _update_stq(stq_gt, semantic, instance, gt_semantic, gt_instance, sequence)
+                if stq_fused is not None:
+                    predicted = self._read_semantic(sequence, detections.frame)
+                    semantic, instance = self._fuse(predicted, objects, spec, self.uncovered, where)
+                    _update_stq(stq_fused, semantic, instance, gt_semantic, gt_instance, sequence)
+                    fused_frames.setdefault(sequence, []).append((detections.frame, semantic, instance))
+                sequence_gt += panoptic_to_mots(gt_semantic, gt_instance, spec, number)
+            if gt.available(sequence):
+                gt_mots[sequence] = sequence_gt
+                pred_mots[sequence] = mots_objects(names, tracks, spec)
+
+        metrics: dict[str, float] = {f"{prefix}/num_tracks": float(num_tracks)}
+        if frames_with_gt:
+            metrics[f"{prefix}/aq"] = float(stq_gt.compute()["aq"])
+            if stq_fused is not None:
+                result = stq_fused.compute()
+                metrics.update({f"{prefix}/stq": float(result["stq"]), f"{prefix}/sq": float(result["sq"])})
+                metrics[f"{prefix}/aq_fused"] = float(result["aq"])
+            if self.mots_metrics:
+                metrics.update(self._mots(gt_mots, pred_mots, spec, prefix))
+        elif sequences:
+            self._warn_once("no-gt", "OfflineTrackerCallback: no ground truth found for the evaluated frames")
+        self._export(trainer, prefix, sequences, spec, fused_frames, image_paths)
+        return metrics
+
+    # Helpers ------------------------------------------------------------------------------
+    def _spec(self, trainer: L.Trainer | None, pl_module: L.LightningModule | None) -> DatasetSpec:
+        for owner in (pl_module, getattr(trainer, "datamodule", None)):
+            spec = getattr(owner, "spec", None)
+            if isinstance(spec, DatasetSpec):
+                return spec
+        return get_spec("motchallenge_step")
+
+    @staticmethod
+    def _dataset(trainer: L.Trainer | None, role: str) -> Any | None:
+        datamodule = getattr(trainer, "datamodule", None) if trainer is not None else None
+        getter = getattr(datamodule, "dataset", None)
+        if not callable(getter):
+            return None
+        try:
+            return getter(role)
+        except HVPSError:
+            return None
+
+    @staticmethod
+    def _stq(spec: DatasetSpec) -> Any:
+        from hvps_lightning.metrics import STQ
+
+        return STQ(
+            num_classes=spec.num_classes,
+            things=list(spec.thing_ids),
+            ignore_label=spec.ignore_label,
+            label_divisor=spec.label_divisor,
+            class_names=list(spec.class_names),
+            # Only rank 0 evaluates: a sync would wait forever for the other ranks.
+            sync_on_compute=False,
+        )
+
+    @staticmethod
+    def _check_size(detections: FrameDetections, gt_semantic: np.ndarray, sequence: str) -> None:
+        size = tuple(int(v) for v in detections.image_size)
+        if size != (0, 0) and size != gt_semantic.shape:
+            raise HVPSError(
+                f"{sequence}/{detections.frame}: detections are {size[0]}x{size[1]} but the ground truth is "
+                f"{gt_semantic.shape[0]}x{gt_semantic.shape[1]} (detections must be at original resolution)"
+            )
+
+    @staticmethod
+    def _fuse(
+        semantic: np.ndarray,
+        objects: list[TrackedObject],
+        spec: DatasetSpec,
+        uncovered: str | None,
+        where: str,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        from hvps_lightning.panoptic.fusion import fuse_panoptic
+
+        kwargs = {"uncovered": uncovered} if uncovered is not None else {}
+        things = [o for o in objects if o.label in spec.thing_ids]
+        return fuse_panoptic(semantic, things, spec, where=where, **kwargs)
+
+    def _read_semantic(self, sequence: str, frame: str) -> np.ndarray:
+        from hvps_lightning.panoptic.semantic_cache import read_semantic_map
+
+        assert self.semantic_dir is not None
+        return read_semantic_map(self.semantic_dir, sequence, frame)
+
+    def _mots(
+        self, gt: dict[str, list[Any]], pred: dict[str, list[Any]], spec: DatasetSpec, prefix: str
+    ) -> dict[str, float]:
+        try:
+            from hvps_lightning.metrics.mots import evaluate_mots
+        except ImportError:
+            self._warn_once(
+                "no-mots", "OfflineTrackerCallback: hvps_lightning.metrics.mots is missing; no MOTS metrics"
+            )
+            return {}
+        out: dict[str, float] = {}
+        for class_id in sorted(set(spec.mots_class_ids.values())):
+            combined = evaluate_mots(gt, pred, class_id=class_id)["combined"]
+            name = _MOTS_CLASS_NAMES.get(class_id, str(class_id))
+            for key in MOTS_KEYS:
+                if key in combined and combined[key] is not None:
+                    out[f"{prefix}/mots/{name}/{key}"] = float(combined[key])
+        return out
+
+    def _export(
+        self,
+        trainer: L.Trainer | None,
+        prefix: str,
+        sequences: Mapping[str, list[FrameDetections]],
+        spec: DatasetSpec,
+        fused_frames: Mapping[str, list[tuple[str, np.ndarray, np.ndarray]]],
+        image_paths: Mapping[tuple[str, str], str],
+    ) -> None:
+        want_logged = self.log_overlays > 0 and trainer is not None and trainer.loggers
+        if self.export_dir is None and not want_logged:
+            return
+        epoch = int(getattr(trainer, "current_epoch", 0) or 0)
+        step = int(getattr(trainer, "global_step", 0) or 0)
+        folder = self.export_dir / f"{prefix}-epoch{epoch:03d}-step{step:06d}" if self.export_dir else None
+        if folder is not None:
+            from hvps_lightning.data.formats import write_step_png
+
+            for sequence, (names, tracks) in self.last_tracks.items():
+                write_mots_sequence(folder, sequence, names, tracks, spec)
+            for sequence, fused in fused_frames.items():
+                for frame, semantic, instance in fused:
+                    write_step_png(folder / STEP_DIR / sequence / f"{frame}.png", semantic, instance)
+            if self.export_cache:
+                from hvps_lightning.tracking.cache import write_detection_cache
+
+                for sequence, frames in sequences.items():
+                    write_detection_cache(folder / "detections", sequence, frames, {"dataset": spec.name})
+        if self.export_overlays or want_logged:
+            self._overlays(trainer, prefix, folder, image_paths, step)
+
+    def _overlays(
+        self,
+        trainer: L.Trainer | None,
+        prefix: str,
+        folder: Path | None,
+        image_paths: Mapping[tuple[str, str], str],
+        step: int,
+    ) -> None:
+        from hvps_lightning.data.formats import read_png
+        from hvps_lightning.viz import image_logger_for, overlay_tracks, write_gif
+
+        logger = image_logger_for(trainer.loggers if trainer is not None else None)
+        scratch = None
+        for index, (sequence, (names, tracks)) in enumerate(sorted(self.last_tracks.items())):
+            log_this = index < self.log_overlays
+            if not (self.export_overlays or log_this):
+                continue
+            images = []
+            for name, objects in list(zip(names, tracks, strict=True))[: self.overlay_frames]:
+                path = image_paths.get((sequence, name))
+                image = read_png(path) if path and Path(path).is_file() else None
+                size = tuple(objects[0].rle["size"]) if objects else None
+                if image is None and size is None:
+                    continue
+                images.append(overlay_tracks(image, objects, size=size))
+            if not images or len({i.shape for i in images}) != 1:
+                continue
+            if folder is not None and self.export_overlays:
+                gif = write_gif(folder / "overlays" / f"{sequence}.gif", images)
+            else:
+                scratch = scratch or Path(tempfile.mkdtemp(prefix="hvps-overlays-"))
+                gif = write_gif(scratch / f"{sequence}.gif", images)
+            if log_this:
+                picks = sorted({0, len(images) // 2, len(images) - 1})
+                logger.log_images(
+                    f"{prefix}/tracks/{sequence}", [images[i] for i in picks], step, [names[i] for i in picks]
+                )
+                logger.log_video(f"{prefix}/tracks_video/{sequence}", gif, step)
+
+    def _warn_once(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            rank_zero_warn(message)
+
+
+def _update_stq(
+    metric: Any,
+    semantic: np.ndarray,
+    instance: np.ndarray,
+    gt_semantic: np.ndarray,
+    gt_instance: np.ndarray,
+    sequence: str,
+) -> None:
+    preds = torch.from_numpy(np.stack([semantic, instance], axis=-1).astype(np.int64)[None])
+    target = torch.from_numpy(np.stack([gt_semantic, gt_instance], axis=-1).astype(np.int64)[None])
+    metric.update(preds, target, [sequence])

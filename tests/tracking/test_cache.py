@@ -1,0 +1,169 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+
+from hvps_lightning.errors import HVPSError
+from hvps_lightning.tracking.cache import (
+    DetectionCacheWriter,
+    cache_paths,
+    list_cached_sequences,
+    read_detection_cache,
+    read_detection_cache_dir,
+    write_detection_cache,
+)
+from hvps_lightning.tracking.collect import SequenceCollector, frame_sort_key
+from hvps_lightning.tracking.detections import FrameDetections
+
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
+
+
+def assert_same_frames(a: list[FrameDetections], b: list[FrameDetections]) -> None:
+    assert [f.frame for f in a] == [f.frame for f in b]
+    for x, y in zip(a, b, strict=True):
+        for name in ("boxes", "scores", "labels", "embeddings"):
+            left, right = getattr(x, name), getattr(y, name)
+            assert left.dtype == right.dtype and left.shape == right.shape, name
+            assert left.tobytes() == right.tobytes(), name  # bit-exact
+        assert x.masks == y.masks
+        assert tuple(x.image_size) == tuple(y.image_size)
+
+
+def test_round_trip_is_bit_exact(tmp_path: Path, easy_detections: list) -> None:
+    frames = [*easy_detections[:6], FrameDetections.empty("000099", (72, 96))]
+    metadata = {
+        "dataset": "motchallenge_step",
+        "hparams": {"lr": np.float32(0.5), "sizes": (1, 2)},
+        "nan": float("nan"),
+    }
+    npz, js = write_detection_cache(tmp_path, "0002", frames, metadata)
+    assert (npz, js) == cache_paths(tmp_path, "0002")
+    loaded, meta = read_detection_cache(tmp_path, "0002")
+    assert_same_frames(frames, loaded)
+    assert meta == {"dataset": "motchallenge_step", "hparams": {"lr": 0.5, "sizes": [1, 2]}, "nan": None}
+    assert list_cached_sequences(tmp_path) == ["0002"]
+    assert set(read_detection_cache_dir(tmp_path)) == {"0002"}
+    # only arrays in the npz: it loads without pickle
+    with np.load(npz, allow_pickle=False) as data:
+        assert sorted(data.files) == ["boxes", "embeddings", "frame_offsets", "labels", "scores"]
+        assert data["frame_offsets"].tolist()[-1] == sum(len(f) for f in frames)
+
+
+def test_empty_sequence_and_frames_without_detections(tmp_path: Path) -> None:
+    write_detection_cache(tmp_path, "empty", [])
+    assert read_detection_cache(tmp_path, "empty")[0] == []
+    frames = [FrameDetections.empty(f"{i:06d}", (5, 7)) for i in range(3)]
+    write_detection_cache(tmp_path, "blank", frames)
+    loaded, _ = read_detection_cache(tmp_path, "blank")
+    assert [len(f) for f in loaded] == [0, 0, 0] and loaded[0].embeddings.shape == (0, 128)
+
+
+def test_invalid_inputs_are_refused(tmp_path: Path, easy_detections: list) -> None:
+    bad = easy_detections[0]
+    bad = FrameDetections(
+        bad.frame, bad.boxes, bad.scores[:1], bad.labels, bad.masks, bad.embeddings, bad.image_size
+    )
+    with pytest.raises(HVPSError, match="sequence s: frame 000000: 5 boxes but scores=1"):
+        write_detection_cache(tmp_path, "s", [bad])
+    with pytest.raises(HVPSError, match="not a valid file stem"):
+        write_detection_cache(tmp_path, "../escape", [])
+    with pytest.raises(HVPSError, match="repeated frame names"):
+        write_detection_cache(tmp_path, "s", [easy_detections[0], easy_detections[0]])
+    assert list_cached_sequences(tmp_path) == []  # nothing half-written
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda npz, js: js.unlink(), "0002.json: cached sequence not found"),
+        (lambda npz, js: npz.unlink(), "0002.npz: detection arrays not found"),
+        (lambda npz, js: js.write_text("{not json"), "0002.json: not a readable detection cache json"),
+        (lambda npz, js: js.write_text('{"format": "other"}'), "not a detection cache"),
+        (lambda npz, js: npz.write_bytes(npz.read_bytes()[:100]), "0002.npz: does not belong to 0002.json"),
+        (lambda npz, js: _rewrite_json(js, counts=[1, 2]), "frames, image_sizes and counts must be lists"),
+        (lambda npz, js: _rewrite_json(js, masks=[]), "mask strings for"),
+        (lambda npz, js: _rewrite_json(js, version=99), "detection cache version 99"),
+    ],
+)
+def test_damaged_caches_name_the_file(tmp_path: Path, easy_detections: list, damage, message: str) -> None:
+    npz, js = write_detection_cache(tmp_path, "0002", easy_detections[:3])
+    damage(npz, js)
+    with pytest.raises(HVPSError, match=message):
+        read_detection_cache(tmp_path, "0002")
+
+
+def _rewrite_json(path: Path, **changes: object) -> None:
+    document = json.loads(path.read_text())
+    document.update(changes)
+    path.write_text(json.dumps(document))
+
+
+def test_pickled_arrays_and_wrong_shapes_are_refused(tmp_path: Path, easy_detections: list) -> None:
+    npz, js = write_detection_cache(tmp_path, "0002", easy_detections[:2])
+    with np.load(npz) as data:
+        arrays = {k: data[k] for k in data.files}
+    arrays["boxes"] = np.array([object()] * 3, dtype=object)
+    np.savez(npz, **arrays)
+    _rewrite_json(js, arrays_sha256=__import__("hashlib").sha256(npz.read_bytes()).hexdigest())
+    with pytest.raises(HVPSError, match=r"0002\.npz: not a readable npz"):
+        read_detection_cache(tmp_path, "0002")
+    arrays["boxes"] = np.zeros((1, 4), np.float32)
+    np.savez(npz, **arrays)
+    _rewrite_json(js, arrays_sha256=__import__("hashlib").sha256(npz.read_bytes()).hexdigest())
+    with pytest.raises(HVPSError, match="boxes has shape"):
+        read_detection_cache(tmp_path, "0002")
+
+
+def test_missing_directory(tmp_path: Path) -> None:
+    with pytest.raises(HVPSError, match="detection cache directory not found"):
+        list_cached_sequences(tmp_path / "nope")
+    with pytest.raises(HVPSError, match="no cached sequences"):
+        read_detection_cache_dir(tmp_path)
+
+
+def test_collector_orders_frames_and_drops_repeats(easy_detections: list) -> None:
+    collector = SequenceCollector()
+    collector.add([("b", easy_detections[2]), ("a", easy_detections[1])])
+    collector.add([("b", easy_detections[0]), ("b", easy_detections[2])])  # a DDP-padded repeat
+    collector.add(None)
+    grouped = collector.gather()
+    assert list(grouped) == ["a", "b"]
+    assert [f.frame for f in grouped["b"]] == ["000000", "000002"]
+    with pytest.raises(HVPSError, match="expected \\(sequence, FrameDetections\\) pairs"):
+        collector.add([("a", {"boxes": []})])
+    assert sorted(["10", "9", "x", "100"], key=frame_sort_key) == ["9", "10", "100", "x"]
+
+
+class _Predictor(L.LightningModule):
+    """Emits prepared detections in predict_step as MOTSModule does."""
+
+    def __init__(self, frames: list[FrameDetections]) -> None:
+        super().__init__()
+        self.frames = frames
+        self.layer = torch.nn.Linear(1, 1)
+        self.save_hyperparameters({"dataset": "motchallenge_step", "lr": 0.1})
+
+    def predict_step(self, batch: torch.Tensor, batch_idx: int) -> list[tuple[str, FrameDetections]]:
+        return [("0002" if int(i) % 2 == 0 else "0009", self.frames[int(i)]) for i in batch.flatten()]
+
+
+def test_detection_cache_writer_stores_predict_outputs(tmp_path: Path, easy_detections: list) -> None:
+    frames = [FrameDetections(f"{i:06d}", f.boxes, f.scores, f.labels, f.masks, f.embeddings, f.image_size)
+              for i, f in enumerate(easy_detections[:6])]  # fmt: skip
+    loader = torch.utils.data.DataLoader(torch.arange(6), batch_size=4)
+    writer = DetectionCacheWriter(tmp_path / "cache", metadata={"note": "test"})
+    trainer = L.Trainer(
+        accelerator="cpu", devices=1, logger=False, callbacks=[writer], enable_progress_bar=False,
+        enable_model_summary=False,
+    )  # fmt: skip
+    trainer.predict(_Predictor(frames), loader, return_predictions=False)
+    assert list_cached_sequences(tmp_path / "cache") == ["0002", "0009"]
+    loaded, meta = read_detection_cache(tmp_path / "cache", "0002")
+    assert_same_frames([frames[0], frames[2], frames[4]], loaded)
+    assert meta["dataset"] == "motchallenge_step" and meta["hparams"]["lr"] == 0.1
+    assert meta["model_class"].endswith("_Predictor") and meta["note"] == "test"

@@ -1,0 +1,106 @@
+"""Random detection streams (empty frames, one object, crowds) keep the tracker's outputs valid."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from hvps_lightning.tracking.detections import FrameDetections
+from hvps_lightning.tracking.simulate import decode_mask, encode_mask
+from hvps_lightning.tracking.tracker import Tracker, TrackerConfig, track_sequence
+
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning"),
+    pytest.mark.filterwarnings("ignore:more than 3 track ids:RuntimeWarning"),
+]
+
+HEIGHT, WIDTH, DIM = 16, 20, 6
+
+
+@st.composite
+def detection(draw: st.DrawFn) -> tuple:
+    x1 = draw(st.integers(0, WIDTH - 1))
+    y1 = draw(st.integers(0, HEIGHT - 1))
+    x2 = draw(st.integers(x1, WIDTH))
+    y2 = draw(st.integers(y1, HEIGHT))
+    score = draw(st.floats(0.0, 1.0))
+    label = draw(st.sampled_from([4, 4, 4, 6]))
+    embedding = draw(st.lists(st.floats(-1, 1), min_size=DIM, max_size=DIM))
+    return (x1, y1, x2, y2), score, label, embedding
+
+
+@st.composite
+def frame(draw: st.DrawFn, index: int) -> FrameDetections:
+    count = draw(st.sampled_from([0, 0, 1, 2, 5, 12]))
+    items = [draw(detection()) for _ in range(count)]
+    masks, boxes = [], []
+    for (x1, y1, x2, y2), *_ in items:
+        mask = np.zeros((HEIGHT, WIDTH), np.uint8)
+        mask[y1:y2, x1:x2] = 1  # may be empty (zero-size box)
+        masks.append(encode_mask(mask))
+        boxes.append([x1, y1, x2, y2])
+    return FrameDetections(
+        frame=f"{index:06d}",
+        boxes=np.asarray(boxes, np.float32).reshape(-1, 4),
+        scores=np.asarray([i[1] for i in items], np.float32),
+        labels=np.asarray([i[2] for i in items], np.int64),
+        masks=masks,
+        embeddings=np.asarray([i[3] for i in items], np.float32).reshape(-1, DIM),
+        image_size=(HEIGHT, WIDTH),
+    )
+
+
+@st.composite
+def stream(draw: st.DrawFn) -> list[FrameDetections]:
+    return [draw(frame(i)) for i in range(draw(st.integers(1, 8)))]
+
+
+configs = st.builds(
+    TrackerConfig,
+    min_hits=st.integers(1, 3),
+    short_term_enabled=st.booleans(),
+    long_term_enabled=st.booleans(),
+    short_term_frames=st.integers(1, 3),
+    long_term_frames=st.integers(1, 6),
+    motion_model=st.sampled_from(["constant_velocity", "kalman"]),
+    max_track_id=st.sampled_from([3, 999]),
+    gallery_size=st.integers(1, 4),
+    gallery_distance=st.sampled_from(["min", "mean"]),
+    min_visible_fraction=st.sampled_from([0.0, 0.5]),
+)
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(stream(), configs)
+def test_outputs_stay_valid_on_random_streams(frames: list[FrameDetections], config: TrackerConfig) -> None:
+    tracks = track_sequence(frames, config)
+    assert len(tracks) == len(frames)
+    for detections, objects in zip(frames, tracks, strict=True):
+        ids = [o.track_id for o in objects]
+        assert len(ids) == len(set(ids)), ids
+        assert all(1 <= i <= config.max_track_id for i in ids)
+        covered = np.zeros((HEIGHT, WIDTH), int)
+        for obj in objects:
+            index = obj.detection_index
+            assert 0 <= index < len(detections)
+            assert detections.scores[index] >= config.score_threshold
+            assert obj.label == detections.labels[index]
+            np.testing.assert_array_equal(obj.box, detections.boxes[index])
+            mask = decode_mask(obj.rle).astype(bool)
+            assert mask.shape == (HEIGHT, WIDTH) and mask.any()
+            assert not (mask & ~decode_mask(detections.masks[index]).astype(bool)).any()
+            covered += mask
+        assert covered.max(initial=0) <= 1
+        assert len({o.detection_index for o in objects}) == len(objects)
+
+
+@settings(max_examples=60, deadline=None)
+@given(stream())
+def test_online_updates_are_deterministic(frames: list[FrameDetections]) -> None:
+    first, second = Tracker(), Tracker()
+    for detections in frames:
+        a = [(o.track_id, o.detection_index, o.rle["counts"]) for o in first.update(detections)]
+        b = [(o.track_id, o.detection_index, o.rle["counts"]) for o in second.update(detections)]
+        assert a == b
