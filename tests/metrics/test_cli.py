@@ -1,0 +1,264 @@
+"""``hvps evaluate step`` / ``mots``: happy paths and every error path (exit 2, file named)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from hvps_lightning.cli import main
+from hvps_lightning.data.formats.mots_txt import MOTSObject, mask_to_rle, write_mots_txt
+from hvps_lightning.data.formats.step_png import write_step_png
+from hvps_lightning.metrics import STQ
+
+PERSON = 4  # motchallenge_step
+
+
+def write_step_folders(root: Path, seed: int = 0) -> dict[str, list[tuple[np.ndarray, np.ndarray]]]:
+    """Two sequences of three 12 x 20 frames in gt/ and pred/; returns the (target, preds) pairs."""
+    rng = np.random.default_rng(seed)
+    pairs: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
+    for sequence in ("0002", "0009"):
+        for number in range(3):
+            semantic = np.repeat(rng.choice([0, 1, 3, PERSON, 255], (12, 1)), 20, axis=1)
+            instance = np.where(semantic == PERSON, rng.integers(1, 4, (12, 20)), 0)
+            pred_semantic = np.where(
+                rng.random((12, 20)) < 0.2, rng.choice([0, 2, PERSON], (12, 20)), semantic
+            )
+            pred_instance = np.where(pred_semantic == PERSON, rng.integers(0, 3, (12, 20)), 0)
+            write_step_png(root / "gt" / sequence / f"{number:06d}.png", semantic, instance)
+            write_step_png(root / "pred" / sequence / f"{number:06d}.png", pred_semantic, pred_instance)
+            pairs.setdefault(sequence, []).append(
+                (np.stack([semantic, instance], -1), np.stack([pred_semantic, pred_instance], -1))
+            )
+    return pairs
+
+
+def evaluate_step(tmp_path: Path, *extra: str) -> tuple[int, Path]:
+    output = tmp_path / "out" / "stq.json"
+    args = ["evaluate", "step", "--gt", str(tmp_path / "gt"), "--pred", str(tmp_path / "pred")]
+    code = main([*args, *(extra or ("--dataset", "motchallenge_step")), "--output", str(output)])
+    return code, output
+
+
+def assert_user_error(capsys: pytest.CaptureFixture[str], code: int, *fragments: str) -> None:
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("hvps evaluate: error:") and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+    for fragment in fragments:
+        assert fragment in err, err
+
+
+def test_step_happy_path_with_a_preset(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pairs = write_step_folders(tmp_path)
+    code, output = evaluate_step(tmp_path)
+    assert code == 0
+    assert "STQ" in capsys.readouterr().out
+    result = json.loads(output.read_text())
+    assert set(result) == {"stq", "aq", "sq", "iou_per_class", "per_sequence", "num_frames"}
+    assert result["num_frames"] == 6 and set(result["per_sequence"]) == {"0002", "0009"}
+    assert list(result["iou_per_class"]) == [
+        "sidewalk", "building", "vegetation", "sky", "person", "rider", "bicycle",
+    ]  # fmt: skip
+    assert result["iou_per_class"]["rider"] is None  # NaN -> null
+    metric = STQ(7, [PERSON], 255)
+    for sequence, frames in pairs.items():
+        for target, preds in frames:
+            metric.update(torch.from_numpy(preds)[None], torch.from_numpy(target)[None], [sequence])
+    expected = metric.compute()
+    for key in ("stq", "aq", "sq"):
+        assert result[key] == pytest.approx(expected[key], abs=1e-12)
+        assert 0.0 < result[key] < 1.0
+    for sequence in pairs:
+        assert result["per_sequence"][sequence]["aq"] == pytest.approx(
+            expected["per_sequence"][sequence]["aq"]
+        )
+
+
+def test_step_explicit_classes_equal_the_preset(tmp_path: Path) -> None:
+    write_step_folders(tmp_path)
+    _, preset = evaluate_step(tmp_path)
+    code, explicit = evaluate_step(tmp_path, "--num-classes", "7", "--things", "4", "--ignore-label", "255")
+    assert code == 0
+    a, b = json.loads(preset.read_text()), json.loads(explicit.read_text())
+    assert (a["stq"], a["aq"], a["sq"]) == (b["stq"], b["aq"], b["sq"])
+    assert list(b["iou_per_class"]) == [str(i) for i in range(7)]
+    code, _ = evaluate_step(tmp_path, "--num-classes", "7", "--things", "4", "5")
+    assert code == 0
+
+
+def test_step_missing_prediction_frame(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write_step_folders(tmp_path)
+    missing = tmp_path / "pred" / "0009" / "000001.png"
+    missing.unlink()
+    code, output = evaluate_step(tmp_path)
+    assert_user_error(capsys, code, str(missing), "missing prediction")
+    assert not output.exists()
+
+
+def test_step_size_mismatch(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write_step_folders(tmp_path)
+    small = tmp_path / "pred" / "0002" / "000002.png"
+    write_step_png(small, np.zeros((6, 20), np.int32), np.zeros((6, 20), np.int32))
+    code, _ = evaluate_step(tmp_path)
+    assert_user_error(capsys, code, str(small), "6x20", "12x20")
+
+
+def test_step_unreadable_png(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write_step_folders(tmp_path)
+    broken = tmp_path / "gt" / "0009" / "000000.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    code, _ = evaluate_step(tmp_path)
+    assert_user_error(capsys, code, str(broken))
+
+
+def test_step_labels_outside_the_classes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write_step_folders(tmp_path)
+    bad = tmp_path / "pred" / "0002" / "000000.png"
+    write_step_png(bad, np.full((12, 20), 9, np.int32), np.zeros((12, 20), np.int32))
+    code, _ = evaluate_step(tmp_path)
+    assert_user_error(capsys, code, str(bad), "semantic ids", "[9]")
+
+
+@pytest.mark.parametrize(
+    ("extra", "fragment"),
+    [
+        (("--dataset", "motchallenge_step", "--num-classes", "7"), "--dataset cannot"),
+        (("--num-classes", "7"), "--things"),
+        (("--num-classes", "7", "--things", "7"), "--things"),
+    ],
+)
+def test_step_bad_class_arguments(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: tuple[str, ...], fragment: str
+) -> None:
+    write_step_folders(tmp_path)
+    code, _ = evaluate_step(tmp_path, *extra)
+    assert_user_error(capsys, code, fragment)
+
+
+def test_step_missing_or_empty_folders(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _ = evaluate_step(tmp_path)
+    assert_user_error(capsys, code, str(tmp_path / "gt"))
+    (tmp_path / "gt" / "0002").mkdir(parents=True)
+    (tmp_path / "pred").mkdir()
+    code, _ = evaluate_step(tmp_path)
+    assert_user_error(capsys, code, str(tmp_path / "gt"), "no <seq>/<frame>.png")
+
+
+def box(y0: int, x0: int, y1: int, x1: int) -> np.ndarray:
+    mask = np.zeros((10, 12), np.uint8)
+    mask[y0:y1, x0:x1] = 1
+    return mask
+
+
+def write_mots_folders(root: Path) -> None:
+    a, b = box(0, 0, 4, 4), box(5, 5, 9, 9)
+    write_mots_txt(root / "gt" / "MOTS20-02.txt", [MOTSObject(t, 2001, 2, mask_to_rle(a)) for t in (1, 2, 3)])
+    write_mots_txt(
+        root / "pred" / "MOTS20-02.txt",
+        [
+            MOTSObject(1, 2007, 2, mask_to_rle(a)),
+            MOTSObject(2, 2007, 2, mask_to_rle(a)),
+            MOTSObject(3, 2008, 2, mask_to_rle(a)),
+            MOTSObject(3, 2009, 2, mask_to_rle(b)),
+        ],
+    )
+    write_mots_txt(root / "gt" / "MOTS20-05.txt", [])  # a valid empty sequence
+    write_mots_txt(root / "pred" / "MOTS20-05.txt", [MOTSObject(1, 2001, 2, mask_to_rle(b))])
+    write_mots_txt(root / "pred" / "MOTS20-99.txt", [])  # not in the ground truth: ignored
+
+
+def evaluate_mots_cli(tmp_path: Path, *extra: str) -> tuple[int, Path]:
+    output = tmp_path / "mots.json"
+    args = ["evaluate", "mots", "--gt", str(tmp_path / "gt"), "--pred", str(tmp_path / "pred")]
+    return main([*args, "--output", str(output), *extra]), output
+
+
+def test_mots_happy_path(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write_mots_folders(tmp_path)
+    code, output = evaluate_mots_cli(tmp_path)
+    assert code == 0 and "sMOTSA" in capsys.readouterr().out
+    result = json.loads(output.read_text())
+    assert set(result["per_sequence"]) == {"MOTS20-02", "MOTS20-05"}
+    seq = result["per_sequence"]["MOTS20-02"]
+    # 3 TPs (IoU 1), one switch in frame 3, one FP in frame 3
+    assert (seq["TP"], seq["FP"], seq["FN"], seq["IDSW"]) == (3, 1, 0, 1)
+    assert seq["MOTSA"] == pytest.approx((3 - 1 - 1) / 3) and seq["sMOTSA"] == pytest.approx((3 - 1 - 1) / 3)
+    empty = result["per_sequence"]["MOTS20-05"]
+    assert (empty["FP"], empty["MOTSA"], empty["sMOTSA"], empty["MOTSP"]) == (1, 0.0, 0.0, 0.0)
+    combined = result["combined"]
+    assert (combined["TP"], combined["FP"], combined["IDSW"]) == (3, 2, 1)
+    assert combined["MOTSA"] == pytest.approx((3 - 2 - 1) / 3)
+    code, _ = evaluate_mots_cli(tmp_path, "--class-id", "1")
+    assert code == 0
+
+
+def test_mots_missing_prediction_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write_mots_folders(tmp_path)
+    missing = tmp_path / "pred" / "MOTS20-05.txt"
+    missing.unlink()
+    code, output = evaluate_mots_cli(tmp_path)
+    assert_user_error(capsys, code, str(missing))
+    assert not output.exists()
+
+
+def test_mots_overlapping_predictions(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write_mots_folders(tmp_path)
+    overlapping = tmp_path / "pred" / "MOTS20-02.txt"
+    a = box(0, 0, 4, 4)
+    write_mots_txt(
+        overlapping, [MOTSObject(2, 2007, 2, mask_to_rle(a)), MOTSObject(2, 2008, 2, mask_to_rle(a))]
+    )
+    code, _ = evaluate_mots_cli(tmp_path)
+    assert_user_error(capsys, code, str(overlapping), "frame 2", "overlap")
+
+
+def test_mots_malformed_file_and_missing_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _ = evaluate_mots_cli(tmp_path)
+    assert_user_error(capsys, code, str(tmp_path / "gt"))
+    write_mots_folders(tmp_path)
+    malformed = tmp_path / "pred" / "MOTS20-02.txt"
+    malformed.write_text("1 2001 2 10\n")
+    code, _ = evaluate_mots_cli(tmp_path)
+    assert_user_error(capsys, code, str(malformed), "line 1")
+
+
+def test_evaluate_without_subcommand(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["evaluate"])
+    capsys.readouterr()
+
+
+def test_step_sequences_selects_ground_truth_sequences(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write_step_folders(tmp_path)
+    _, full = evaluate_step(tmp_path)
+    expected = json.loads(full.read_text())["per_sequence"]["0002"]
+    for png in (tmp_path / "pred" / "0009").glob("*.png"):  # only the val sequence was predicted
+        png.unlink()
+    code, output = evaluate_step(tmp_path, "--dataset", "motchallenge_step", "--sequences", "0002")
+    assert code == 0
+    result = json.loads(output.read_text())
+    assert set(result["per_sequence"]) == {"0002"} and result["num_frames"] == 3
+    assert result["stq"] == pytest.approx(expected["stq"]) and result["aq"] == pytest.approx(expected["aq"])
+    code, _ = evaluate_step(tmp_path, "--dataset", "motchallenge_step", "--sequences", "0003")
+    assert_user_error(capsys, code, "--sequences", "0003")
+
+
+def test_mots_sequences_selects_ground_truth_sequences(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write_mots_folders(tmp_path)
+    (tmp_path / "pred" / "MOTS20-05.txt").unlink()
+    code, output = evaluate_mots_cli(tmp_path, "--sequences", "MOTS20-02")
+    assert code == 0
+    result = json.loads(output.read_text())
+    assert set(result["per_sequence"]) == {"MOTS20-02"}
+    assert result["combined"]["IDSW"] == 1 and result["combined"]["FP"] == 1
+    code, _ = evaluate_mots_cli(tmp_path, "--sequences", "MOTS20-77")
+    assert_user_error(capsys, code, "--sequences", "MOTS20-77")
