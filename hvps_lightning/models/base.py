@@ -96,6 +96,15 @@ class BaseTask(L.LightningModule):
         if init_from and not self._transferred and not resuming:
             self.init_from_checkpoint(init_from)
 
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """A model loaded from a checkpoint has its trained weights: never apply ``init_from`` over them.
+
+        (``load_from_checkpoint`` followed by ``trainer.validate(model)`` runs ``setup`` without a
+        ``ckpt_path``; without this, the previous stage's weights would overwrite the trained ones.)
+        """
+        super().on_load_checkpoint(checkpoint)
+        self._transferred = True
+
     def init_from_checkpoint(self, path: str | Path) -> list[str]:
         """Start from the checkpoint at ``path`` of the previous stage; return keys left new."""
         ckpt = load_checkpoint_file(path)
