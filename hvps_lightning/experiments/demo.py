@@ -217,7 +217,7 @@ def log_results_to_wandb(out: Path, results: dict[str, Any], gifs: dict[str, Pat
         for key in ("stq", "aq", "sq"):
             run.summary[key] = results[key]
     finally:
-        run.finish(quiet=True)
+        run.finish()
 
 
 def _pct(value: Any) -> str:

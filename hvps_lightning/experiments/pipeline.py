@@ -124,7 +124,7 @@ def _finish_wandb() -> None:
     except ImportError:  # pragma: no cover - wandb is a dependency
         return
     if wandb.run is not None:
-        wandb.finish(quiet=True)
+        wandb.finish()
 
 
 def last_checkpoint(run_root: str | Path) -> Path:

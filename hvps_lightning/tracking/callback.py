@@ -429,6 +429,7 @@ def _update_stq(
     gt_instance: np.ndarray,
     sequence: str,
 ) -> None:
-    preds = torch.from_numpy(np.stack([semantic, instance], axis=-1).astype(np.int64)[None])
-    target = torch.from_numpy(np.stack([gt_semantic, gt_instance], axis=-1).astype(np.int64)[None])
+    # int32 (not int64) halves the memory traffic of STQ's run-length pass
+    preds = torch.from_numpy(np.stack([semantic, instance], axis=-1).astype(np.int32)[None])
+    target = torch.from_numpy(np.stack([gt_semantic, gt_instance], axis=-1).astype(np.int32)[None])
     metric.update(preds, target, [sequence])

@@ -1,0 +1,121 @@
+"""Every experiment YAML gets a fast_dev_run on generated data (the smoke tests of experiments/).
+
+Stage configs run with the demo override (CPU sizes); the paper overrides run on top of the
+MOTChallenge-STEP stage with sizes, devices, precision and internet-only weights overridden;
+each ablation override runs with the demo settings; the predict overrides run `hvps predict`
+from a checkpoint of a tiny fit and must write their caches.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from hvps_lightning.cli import main
+from hvps_lightning.experiments.pipeline import STAGE_PRESETS, experiments_dir, last_checkpoint
+from hvps_lightning.tracking.cache import list_cached_sequences
+
+EXPERIMENTS = experiments_dir()
+LIGHTNING_YAMLS = sorted(
+    p.relative_to(EXPERIMENTS).as_posix()
+    for p in EXPERIMENTS.rglob("*.yaml")
+    if p.parts[len(EXPERIMENTS.parts)] not in ("tracker", "sweeps")
+)
+
+#: sizes that keep a fast_dev_run of any config a few seconds on a CPU
+TINY = ["--trainer.accelerator", "cpu", "--trainer.devices", "1", "--trainer.precision", "32-true",
+        "--data.init_args.num_workers", "0", "--data.init_args.batch_size", "1",
+        "--data.init_args.max_frames", "4"]  # fmt: skip
+PAPER_OFFLINE = {
+    "mots": ["--model.init_args.pretrained", "none", "--trainer.strategy", "auto",
+             "--trainer.sync_batchnorm", "false", "--data.init_args.image_size", "[96, 160]"],
+    "semantic": ["--model.init_args.encoder_weights", "null",
+                 "--model.init_args.encoder_name", "efficientnet-b0",
+                 "--trainer.strategy", "auto", "--trainer.sync_batchnorm", "false",
+                 "--data.init_args.image_size", "[96, 160]"],
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def roots(synth_mot_step_root: Path, synth_kitti_step_root: Path, synth_kitti_panoptic_root: Path) -> dict:
+    return {"mot_step": synth_mot_step_root, "kitti_step": synth_kitti_step_root,
+            "kitti_panoptic": synth_kitti_panoptic_root}  # fmt: skip
+
+
+def fit(configs: list[Path], root: Path, out: Path, *extra: str) -> int:
+    args = ["fit"]
+    for config in configs:
+        args += ["--config", str(config)]
+    args += ["--data.init_args.root", str(root), "--trainer.default_root_dir", str(out),
+             "--trainer.logger.init_args.save_dir", str(out / "wandb"), *TINY, *extra]  # fmt: skip
+    return main(args)
+
+
+def test_every_yaml_is_covered() -> None:
+    covered = {f"stages/{s}/{m}.yaml" for s in STAGE_PRESETS for m in ("mots", "semantic")}
+    for folder in ("demo", "paper", "predict"):
+        covered |= {f"{folder}/{m}.yaml" for m in ("mots", "semantic")}
+    covered |= {f"ablations/ta_sa/ta_{t}_sa_{s}.yaml" for t in ("on", "off") for s in ("on", "off")}
+    assert set(LIGHTNING_YAMLS) == covered
+
+
+@pytest.mark.parametrize("name", LIGHTNING_YAMLS)
+def test_yaml_has_no_unknown_keys(name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """jsonargparse rejects unknown keys: a typo in a config is an error, not silently ignored."""
+    text = yaml.safe_load((EXPERIMENTS / name).read_text())
+    assert isinstance(text, dict) and text
+    broken = tmp_path / "broken.yaml"
+    text.setdefault("trainer", {})["max_epochz"] = 3
+    broken.write_text(yaml.safe_dump(text))
+    model = "semantic" if "semantic" in name else "mots"
+    base = EXPERIMENTS / "stages" / "mot_step" / f"{model}.yaml"
+    with pytest.raises(SystemExit) as exc:
+        main(["fit", "--config", str(base), "--config", str(broken), "--print_config"])
+    assert exc.value.code == 2
+    assert "max_epochz" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", list(STAGE_PRESETS))
+@pytest.mark.parametrize("model", ["mots", "semantic"])
+def test_stage_config_with_demo_override(stage: str, model: str, roots: dict, tmp_path: Path) -> None:
+    configs = [EXPERIMENTS / "stages" / stage / f"{model}.yaml", EXPERIMENTS / "demo" / f"{model}.yaml"]
+    assert fit(configs, roots[stage], tmp_path, "--trainer.fast_dev_run", "1") == 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["mots", "semantic"])
+def test_paper_config_with_sizes_overridden(model: str, roots: dict, tmp_path: Path) -> None:
+    configs = [EXPERIMENTS / "stages" / "mot_step" / f"{model}.yaml", EXPERIMENTS / "paper" / f"{model}.yaml"]
+    extra = [*PAPER_OFFLINE[model], "--trainer.fast_dev_run", "1"]
+    assert fit(configs, roots["mot_step"], tmp_path, *extra) == 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", ["ta_on_sa_on", "ta_on_sa_off", "ta_off_sa_on", "ta_off_sa_off"])
+def test_ablation_override(variant: str, roots: dict, tmp_path: Path) -> None:
+    configs = [EXPERIMENTS / "stages" / "mot_step" / "mots.yaml", EXPERIMENTS / "demo" / "mots.yaml",
+               EXPERIMENTS / "ablations" / "ta_sa" / f"{variant}.yaml"]  # fmt: skip
+    assert fit(configs, roots["mot_step"], tmp_path, "--trainer.fast_dev_run", "1") == 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["mots", "semantic"])
+def test_predict_override_writes_its_cache(model: str, roots: dict, tmp_path: Path) -> None:
+    stage = [EXPERIMENTS / "stages" / "mot_step" / f"{model}.yaml", EXPERIMENTS / "demo" / f"{model}.yaml"]
+    assert fit(stage, roots["mot_step"], tmp_path / "fit", "--trainer.max_steps", "1") == 0
+    ckpt = last_checkpoint(tmp_path / "fit")
+    cache = tmp_path / "cache"
+    args = ["predict"]
+    for config in [*stage, EXPERIMENTS / "predict" / f"{model}.yaml"]:
+        args += ["--config", str(config)]
+    args += ["--data.init_args.root", str(roots["mot_step"]), "--trainer.default_root_dir", str(tmp_path),
+             "--trainer.callbacks.init_args.output_dir", str(cache), "--ckpt_path", str(ckpt),
+             *TINY]  # fmt: skip
+    assert main(args) == 0
+    if model == "mots":
+        assert list_cached_sequences(cache) == ["0002"]
+    else:
+        assert len(list((cache / "0002").glob("*.png"))) == 4

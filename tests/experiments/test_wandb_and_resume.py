@@ -1,0 +1,114 @@
+"""W&B offline runs get the CLI config, hparams and metrics; a killed fit resumes with --ckpt_path last."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from hvps_lightning.cli import main
+from hvps_lightning.experiments.pipeline import experiments_dir
+from hvps_lightning.lightning_cli import run_lightning_cli
+from hvps_lightning.loggers import find_offline_runs, read_offline_run
+
+EXPERIMENTS = experiments_dir()
+SEMANTIC = ["--config", str(EXPERIMENTS / "stages/mot_step/semantic.yaml"),
+            "--config", str(EXPERIMENTS / "demo/semantic.yaml")]  # fmt: skip
+MOTS = ["--config", str(EXPERIMENTS / "stages/mot_step/mots.yaml"),
+        "--config", str(EXPERIMENTS / "demo/mots.yaml")]  # fmt: skip
+CPU = ["--trainer.accelerator", "cpu", "--trainer.enable_progress_bar", "false",
+       "--data.init_args.num_workers", "0"]  # fmt: skip
+
+
+def common(root: Path, out: Path) -> list[str]:
+    return ["--data.init_args.root", str(root), "--trainer.default_root_dir", str(out),
+            "--trainer.logger.init_args.save_dir", str(out / "wandb"),
+            "--trainer.logger.init_args.mode", "offline", *CPU]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_mots_fit_sends_config_hparams_losses_and_tracking_metrics_to_wandb(
+    synth_mot_step_root: Path, tmp_path: Path
+) -> None:
+    args = ["fit", *MOTS, *common(synth_mot_step_root, tmp_path), "--trainer.max_steps", "2",
+            "--trainer.check_val_every_n_epoch", "1", "--trainer.limit_train_batches", "2",
+            "--data.init_args.max_frames", "4", "--trainer.log_every_n_steps", "1"]  # fmt: skip
+    assert main(args) == 0
+    (run_dir,) = find_offline_runs(tmp_path / "wandb")
+    run = read_offline_run(run_dir)
+    # the resolved CLI config (HVPSSaveConfigCallback) and the model's hparams (Lightning)
+    assert run.config["model"]["class_path"] == "hvps_lightning.models.mots.MOTSModule"
+    assert run.config["trainer"]["max_steps"] == 2
+    assert run.config["backbone"] == "resnet18" and run.config["dataset"] == "motchallenge_step"
+    assert (Path(run_dir) / "files" / "config.yaml").is_file()
+    logged = set().union(*(row.keys() for row in run.history))
+    for key in ("train/loss", "train/loss_mask", "train/loss_embedding_triplet",
+                "train/loss_spatial_attention", "val/segm_map", "val/aq", "val/mots/pedestrian/sMOTSA",
+                "val/mots/pedestrian/IDF1"):  # fmt: skip
+        assert key in logged, key
+    assert any(k.startswith("val/overlay") or "overlay" in k for k in logged), sorted(logged)
+
+
+@pytest.mark.slow
+def test_semantic_fit_logs_miou_per_class(synth_mot_step_root: Path, tmp_path: Path) -> None:
+    args = ["fit", *SEMANTIC, *common(synth_mot_step_root, tmp_path), "--trainer.max_steps", "2",
+            "--trainer.check_val_every_n_epoch", "1", "--trainer.limit_train_batches", "2",
+            "--trainer.limit_val_batches", "2", "--trainer.log_every_n_steps", "1"]  # fmt: skip
+    assert main(args) == 0
+    run = read_offline_run(find_offline_runs(tmp_path / "wandb")[0])
+    logged = set().union(*(row.keys() for row in run.history))
+    assert {"train/loss", "val/miou", "val/iou/sky"} <= logged
+    assert run.config["model"]["init_args"]["arch"] == "efficientps"
+
+
+@pytest.mark.slow
+def test_killed_fit_resumes_with_ckpt_path_last(synth_mot_step_root: Path, tmp_path: Path) -> None:
+    # checkpoint every 2 steps so that a kill mid-epoch leaves a last.ckpt behind
+    override = tmp_path / "often.yaml"
+    override.write_text(yaml.safe_dump({"trainer": {"callbacks": [{
+        "class_path": "hvps_lightning.callbacks.RunCheckpoint",
+        "init_args": {"save_last": True, "every_n_train_steps": 2, "save_top_k": 0}}]}}))  # fmt: skip
+    args = ["fit", *SEMANTIC, "--config", str(override), *common(synth_mot_step_root, tmp_path),
+            "--data.init_args.batch_size", "1", "--trainer.max_steps", "400"]  # fmt: skip
+    env = {**os.environ, "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen([sys.executable, "-m", "hvps_lightning.cli", *args], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    checkpoints = tmp_path / "checkpoints"
+    deadline = time.time() + 300
+    step = 0
+    try:
+        while time.time() < deadline and step < 4:
+            time.sleep(0.2)
+            assert process.poll() is None, "the run ended before it could be killed"
+            for ckpt in checkpoints.glob("*/last.ckpt"):
+                try:
+                    step = torch.load(ckpt, map_location="cpu", weights_only=True)["global_step"]
+                except Exception:  # being written
+                    continue
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    assert step >= 4, "no checkpoint appeared in time"
+    (first_run,) = checkpoints.iterdir()
+    killed = torch.load(first_run / "last.ckpt", map_location="cpu", weights_only=True)
+    in_epoch = killed["loops"]["fit_loop"]["epoch_loop.batch_progress"]["current"]["completed"]
+    assert 0 < in_epoch < 10  # killed mid-epoch: 10 frames of 0009 at batch size 1 per epoch
+    resumed_target = killed["global_step"] + 3
+    cli = run_lightning_cli([*args[:-1], str(resumed_target), "--ckpt_path", "last"])
+    assert cli.trainer.ckpt_path is not None and Path(cli.trainer.ckpt_path).parent == first_run
+    assert cli.trainer.global_step == resumed_target  # continued, not restarted from 0
+    # the resumed run wrote into a new folder; the killed run's files are untouched
+    runs = sorted(checkpoints.iterdir())
+    assert len(runs) == 2 and (first_run / "last.ckpt").is_file()
+    resumed = torch.load(runs[1] / "last.ckpt", map_location="cpu", weights_only=True)
+    assert resumed["global_step"] == resumed_target
+    assert resumed["hyper_parameters"] == killed["hyper_parameters"]  # hparams survive the resume
+    offline = [read_offline_run(r) for r in find_offline_runs(tmp_path / "wandb")]
+    assert offline[-1].config["arch"] == "efficientps"  # and reach the resumed W&B run
