@@ -9,6 +9,7 @@ logger's run (the W&B run folder and its config panel included), never over an e
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -63,15 +64,29 @@ class HVPSLightningCLI(LightningCLI):
         parser.link_arguments("data.dataset_name", "model.init_args.dataset", apply_on="instantiate")
 
 
+def finish_wandb_run() -> None:
+    """Finish the active W&B run, if any, so the next run in this process starts its own.
+
+    Lightning's ``WandbLogger`` reuses a run that is still active; without this, consecutive
+    in-process runs (notebooks, ``hvps demo``, sweeps, tests) would all log into the first.
+    """
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and getattr(wandb, "run", None) is not None:
+        wandb.finish()
+
+
 def run_lightning_cli(args: list[str], **kwargs: Any) -> HVPSLightningCLI:
-    """Run ``hvps <subcommand> ...`` through the LightningCLI and return it."""
+    """Run ``hvps <subcommand> ...`` through the LightningCLI and return it (its W&B run finished)."""
     kwargs.setdefault("save_config_callback", HVPSSaveConfigCallback)
-    return HVPSLightningCLI(
-        BaseTask,
-        HVPSDataModule,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        seed_everything_default=0,
-        args=args,
-        **kwargs,
-    )
+    try:
+        return HVPSLightningCLI(
+            BaseTask,
+            HVPSDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            seed_everything_default=0,
+            args=args,
+            **kwargs,
+        )
+    finally:
+        finish_wandb_run()

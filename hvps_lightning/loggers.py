@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import struct
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -142,12 +143,27 @@ def _records(path: Path) -> list[bytes]:
     return out
 
 
-def _item_key(item: Any) -> str:
-    return item.key or "/".join(item.nested_key)
+def _put(target: dict[str, Any], item: Any) -> None:
+    """Store one record item; media and dicts arrive split over nested keys and are rebuilt."""
+    value = json.loads(item.value_json)
+    if item.key:
+        target[item.key] = value
+        return
+    path = list(item.nested_key)
+    for part in path[:-1]:
+        node = target.get(part)
+        if not isinstance(node, dict):
+            node = target[part] = {}
+        target = node
+    target[path[-1]] = value
 
 
-def read_offline_run(run_dir: str | Path) -> OfflineRun:
+def read_offline_run(run_dir: str | Path, timeout: float = 30.0) -> OfflineRun:
     """Read config, history rows and summary of an offline run folder (``offline-run-*``).
+
+    ``wandb.finish()`` can return before W&B's background process has flushed the
+    transaction log, so this waits up to ``timeout`` seconds for the run's exit record and
+    then reads what is there.
 
     Raises:
         HVPSError: if the folder holds no transaction log.
@@ -159,22 +175,39 @@ def read_offline_run(run_dir: str | Path) -> OfflineRun:
     if not logs:
         raise HVPSError(f"{run_dir}: no run-*.wandb file (not a W&B run folder)")
     run = OfflineRun(run_id=logs[0].stem.removeprefix("run-"))
-    for raw in _records(logs[0]):
-        record = pb.Record()
-        record.ParseFromString(raw)
+    deadline = time.monotonic() + timeout
+    while True:
+        records = []
+        try:
+            for raw in _records(logs[0]):
+                record = pb.Record()
+                record.ParseFromString(raw)
+                records.append(record)
+            complete = any(r.WhichOneof("record_type") == "exit" for r in records)
+        except Exception:  # a record still being written: read again
+            if time.monotonic() > deadline:
+                raise
+            complete = False
+        if complete or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    for record in records:
         kind = record.WhichOneof("record_type")
         if kind == "run":
             run.group, run.name = record.run.run_group, record.run.display_name
             for item in record.run.config.update:
-                run.config[_item_key(item)] = json.loads(item.value_json)
+                _put(run.config, item)
         elif kind == "config":
             for item in record.config.update:
-                run.config[_item_key(item)] = json.loads(item.value_json)
+                _put(run.config, item)
         elif kind == "history":
-            run.history.append({_item_key(i): json.loads(i.value_json) for i in record.history.item})
+            row: dict[str, Any] = {}
+            for item in record.history.item:
+                _put(row, item)
+            run.history.append(row)
         elif kind == "summary":
             for item in record.summary.update:
-                run.summary[_item_key(item)] = json.loads(item.value_json)
+                _put(run.summary, item)
     return run
 
 

@@ -19,6 +19,7 @@ import numpy as np
 
 from hvps_lightning.errors import HVPSError
 from hvps_lightning.io import atomic_open
+from hvps_lightning.lightning_cli import finish_wandb_run
 
 #: finetuning stage -> the synthetic preset / dataset it trains on
 STAGE_PRESETS: dict[str, str] = {
@@ -103,7 +104,7 @@ class CommandRunner:
         except SystemExit as exc:  # argument errors of jsonargparse / LightningCLI
             code = int(exc.code or 0) if not isinstance(exc.code, str) else 2
         finally:
-            _finish_wandb()
+            finish_wandb_run()
         seconds = time.perf_counter() - start
         if code != 0:
             raise HVPSError(f"step {header!r} failed (exit {code}): hvps {shlex.join(argv)}")
@@ -115,16 +116,6 @@ class CommandRunner:
         timings = {s.name: round(s.seconds, 2) for s in self.steps}
         timings["total"] = round(sum(s.seconds for s in self.steps), 2)
         return timings
-
-
-def _finish_wandb() -> None:
-    """Close a W&B run left open by a LightningCLI run so the next command starts its own."""
-    try:
-        import wandb
-    except ImportError:  # pragma: no cover - wandb is a dependency
-        return
-    if wandb.run is not None:
-        wandb.finish()
 
 
 def last_checkpoint(run_root: str | Path) -> Path:

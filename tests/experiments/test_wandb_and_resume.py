@@ -44,6 +44,7 @@ def test_mots_fit_sends_config_hparams_losses_and_tracking_metrics_to_wandb(
     (run_dir,) = find_offline_runs(tmp_path / "wandb")
     run = read_offline_run(run_dir)
     # the resolved CLI config (HVPSSaveConfigCallback) and the model's hparams (Lightning)
+    assert "model" in run.config, sorted(run.config)
     assert run.config["model"]["class_path"] == "hvps_lightning.models.mots.MOTSModule"
     assert run.config["trainer"]["max_steps"] == 2
     assert run.config["backbone"] == "resnet18" and run.config["dataset"] == "motchallenge_step"
@@ -53,7 +54,9 @@ def test_mots_fit_sends_config_hparams_losses_and_tracking_metrics_to_wandb(
                 "train/loss_spatial_attention", "val/segm_map", "val/aq", "val/mots/pedestrian/sMOTSA",
                 "val/mots/pedestrian/IDF1"):  # fmt: skip
         assert key in logged, key
-    assert any(k.startswith("val/overlay") or "overlay" in k for k in logged), sorted(logged)
+    assert {"val/tracks/0002", "val/tracks_video/0002"} <= logged, sorted(logged)  # overlay images + GIF
+    images = next(row["val/tracks/0002"] for row in run.history if "val/tracks/0002" in row)
+    assert images["_type"] == "images/separated" and images["count"] == 3
 
 
 @pytest.mark.slow
@@ -64,7 +67,7 @@ def test_semantic_fit_logs_miou_per_class(synth_mot_step_root: Path, tmp_path: P
     assert main(args) == 0
     run = read_offline_run(find_offline_runs(tmp_path / "wandb")[0])
     logged = set().union(*(row.keys() for row in run.history))
-    assert {"train/loss", "val/miou", "val/iou/sky"} <= logged
+    assert {"train/loss_step", "train/loss_epoch", "val/miou", "val/iou/sky"} <= logged, sorted(logged)
     assert run.config["model"]["init_args"]["arch"] == "efficientps"
 
 
@@ -100,7 +103,7 @@ def test_killed_fit_resumes_with_ckpt_path_last(synth_mot_step_root: Path, tmp_p
     killed = torch.load(first_run / "last.ckpt", map_location="cpu", weights_only=True)
     in_epoch = killed["loops"]["fit_loop"]["epoch_loop.batch_progress"]["current"]["completed"]
     assert 0 < in_epoch < 10  # killed mid-epoch: 10 frames of 0009 at batch size 1 per epoch
-    resumed_target = killed["global_step"] + 3
+    resumed_target = killed["global_step"] + 4  # even: the last checkpoint (every 2 steps) lands on it
     cli = run_lightning_cli([*args[:-1], str(resumed_target), "--ckpt_path", "last"])
     assert cli.trainer.ckpt_path is not None and Path(cli.trainer.ckpt_path).parent == first_run
     assert cli.trainer.global_step == resumed_target  # continued, not restarted from 0
