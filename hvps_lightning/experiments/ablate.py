@@ -72,7 +72,7 @@ def build_parser() -> ArgumentParser:
     parser.add_argument(
         "--init-from", type=str | None, default=None, help="start every variant from this ckpt"
     )
-    parser.add_argument("--fast", type=bool, default=False, help="smoke run: 10 steps, 12 frames by default")
+    parser.add_argument("--fast", action="store_true", help="smoke run: 10 steps, 12 frames by default")
     parser.add_argument("--wandb", type=str, default="auto", help="W&B mode: auto, offline, online, disabled")
     return parser
 
