@@ -19,6 +19,12 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from hvps_lightning.data.specs import DatasetSpec, get_spec
 from hvps_lightning.errors import HVPSError
 
+#: schedulers whose sizes PyTorch counts in optimiser steps (batches): stepped every step, not every epoch
+PER_STEP_SCHEDULERS: tuple[type, ...] = (
+    torch.optim.lr_scheduler.OneCycleLR,
+    torch.optim.lr_scheduler.CyclicLR,
+)
+
 
 def _default_optimizer(params: Any) -> torch.optim.Optimizer:
     return torch.optim.AdamW(params, lr=1e-4, weight_decay=1e-4)
@@ -48,8 +54,11 @@ class BaseTask(L.LightningModule):
     Args:
         dataset: name of the dataset spec the model predicts (linked from the DataModule).
         optimizer: optimiser factory (LightningCLI callable); AdamW(lr=1e-4) by default.
-        lr_scheduler: optional epoch-level LR scheduler factory.
-        warmup_steps: linear LR warm-up over this many optimiser steps (0: none).
+        lr_scheduler: optional LR scheduler factory, stepped every epoch; the per-batch schedulers
+            of :data:`PER_STEP_SCHEDULERS` (``OneCycleLR``, ``CyclicLR``) are stepped every
+            optimiser step (their ``total_steps`` count steps) and bring their own warm-up.
+        warmup_steps: linear LR warm-up over this many optimiser steps (0: none; must be 0 with a
+            per-step scheduler, which would fight it over the LR).
         init_from: checkpoint of the previous finetuning stage to start from; class-specific
             weights are carried through the spec's class map, the rest start fresh.
     """
@@ -117,22 +126,45 @@ class BaseTask(L.LightningModule):
 
     # Optimisation -------------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
-        """Optimiser from the factory, a per-step linear warm-up and an optional epoch scheduler."""
+        """Optimiser from the factory, a per-step linear warm-up and an optional scheduler.
+
+        Raises:
+            HVPSError: if ``warmup_steps`` is combined with a per-step scheduler.
+        """
         params = [p for p in self.parameters() if p.requires_grad]
         optimizer = self.optimizer_factory(params)
         schedulers = []
         warmup = int(self.hparams.get("warmup_steps", 0))
-        if warmup > 0:
+        scheduler = self.lr_scheduler_factory(optimizer) if self.lr_scheduler_factory is not None else None
+        per_step = isinstance(scheduler, PER_STEP_SCHEDULERS)
+        total = getattr(scheduler, "total_steps", None)
+        if isinstance(scheduler, torch.optim.lr_scheduler.OneCycleLR) and self._trainer is not None:
+            needed = self.trainer.estimated_stepping_batches
+            if needed > total:
+                raise HVPSError(
+                    f"lr_scheduler OneCycleLR: total_steps={total} is shorter than this run's {needed} "
+                    "optimiser steps (trainer.max_steps / max_epochs); set "
+                    f"--model.init_args.lr_scheduler.init_args.total_steps to at least {needed}"
+                )
+        if per_step and warmup > 0:
+            raise HVPSError(
+                f"warmup_steps={warmup} with lr_scheduler {type(scheduler).__name__}: both set the LR every "
+                "step; set warmup_steps to 0 (the scheduler warms up itself, e.g. OneCycleLR's pct_start)"
+            )
+        if warmup > 1:
+            # LR factor (step + 1) / warmup, reaching 1 at step warmup - 1. LinearLR is chainable (it
+            # scales the current LR), so after the warm-up it leaves an epoch scheduler's decay alone;
+            # LambdaLR would reset the LR to base * 1 every step and undo it.
             schedulers.append(
                 {
-                    "scheduler": torch.optim.lr_scheduler.LambdaLR(
-                        optimizer, lambda step: min(1.0, (step + 1) / warmup)
+                    "scheduler": torch.optim.lr_scheduler.LinearLR(
+                        optimizer, start_factor=1.0 / warmup, end_factor=1.0, total_iters=warmup - 1
                     ),
                     "interval": "step",
                 }
             )
-        if self.lr_scheduler_factory is not None:
-            schedulers.append({"scheduler": self.lr_scheduler_factory(optimizer), "interval": "epoch",
+        if scheduler is not None:
+            schedulers.append({"scheduler": scheduler, "interval": "step" if per_step else "epoch",
                                "monitor": self.monitor})  # fmt: skip
         if not schedulers:
             return optimizer

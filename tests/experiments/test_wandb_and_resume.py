@@ -79,7 +79,8 @@ def test_killed_fit_resumes_with_ckpt_path_last(synth_mot_step_root: Path, tmp_p
         "class_path": "hvps_lightning.callbacks.RunCheckpoint",
         "init_args": {"save_last": True, "every_n_train_steps": 2, "save_top_k": 0}}]}}))  # fmt: skip
     args = ["fit", *SEMANTIC, "--config", str(override), *common(synth_mot_step_root, tmp_path),
-            "--data.init_args.batch_size", "1", "--trainer.max_steps", "400"]  # fmt: skip
+            "--data.init_args.batch_size", "1", "--model.init_args.lr_scheduler.init_args.total_steps", "400",
+            "--trainer.max_steps", "400"]  # fmt: skip
     env = {**os.environ, "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1"}
     process = subprocess.Popen([sys.executable, "-m", "hvps_lightning.cli", *args], env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip

@@ -1,0 +1,91 @@
+"""BaseTask's optimisation: warm-up, epoch schedulers and per-step schedulers (OneCycleLR)."""
+
+from __future__ import annotations
+
+import itertools
+from functools import partial
+from typing import Any
+
+import lightning as L
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from hvps_lightning.errors import HVPSError
+from hvps_lightning.models.base import BaseTask
+
+
+class _TinyTask(BaseTask):
+    """A BaseTask around one linear layer; records the LR of every training step."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
+        self.layer = torch.nn.Linear(2, 1)
+        self.lrs: list[float] = []
+
+    def training_step(self, batch: list[torch.Tensor], batch_idx: int) -> torch.Tensor:
+        self.lrs.append(self.trainer.optimizers[0].param_groups[0]["lr"])
+        return self.layer(batch[0]).pow(2).mean()
+
+
+def _sgd(params: Any) -> torch.optim.Optimizer:
+    return torch.optim.SGD(params, lr=0.1)
+
+
+def _fit(task: _TinyTask, steps: int, items_per_epoch: int = 4) -> list[float]:
+    torch.manual_seed(0)
+    loader = DataLoader(TensorDataset(torch.randn(items_per_epoch, 2)), batch_size=1)
+    trainer = L.Trainer(
+        max_steps=steps,
+        max_epochs=-1,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(task, loader)
+    return task.lrs
+
+
+def test_one_cycle_is_stepped_every_step() -> None:
+    one_cycle = partial(torch.optim.lr_scheduler.OneCycleLR, max_lr=0.1, total_steps=10, pct_start=0.3,
+                        div_factor=10.0, final_div_factor=100.0)  # fmt: skip
+    task = _TinyTask(optimizer=_sgd, lr_scheduler=one_cycle)
+    _, schedulers = task.configure_optimizers()
+    assert [s["interval"] for s in schedulers] == ["step"]
+    lrs = _fit(_TinyTask(optimizer=_sgd, lr_scheduler=one_cycle), steps=10)  # 2.5 epochs of 4 steps
+    assert lrs[0] == pytest.approx(0.01)  # max_lr / div_factor
+    assert max(lrs) == pytest.approx(0.1, rel=1e-6) and lrs.index(max(lrs)) == 2  # peak after 30 % - 1 steps
+    assert all(a > b for a, b in itertools.pairwise(lrs[2:]))  # annealed within the epochs
+    assert lrs[-1] < 0.01
+
+
+def test_epoch_scheduler_keeps_its_decay_after_the_warm_up() -> None:
+    step_lr = partial(torch.optim.lr_scheduler.StepLR, step_size=1, gamma=0.5)
+    task = _TinyTask(optimizer=_sgd, lr_scheduler=step_lr, warmup_steps=4)
+    _, schedulers = task.configure_optimizers()
+    assert [s["interval"] for s in schedulers] == ["step", "epoch"]
+    lrs = _fit(_TinyTask(optimizer=_sgd, lr_scheduler=step_lr, warmup_steps=4), steps=12)
+    # warm-up (step + 1) / 4 over the first epoch, then halved every epoch (not reset by the warm-up)
+    assert lrs == pytest.approx([0.025, 0.05, 0.075, 0.1] + [0.05] * 4 + [0.025] * 4)
+
+
+def test_warm_up_alone_reaches_the_base_lr() -> None:
+    lrs = _fit(_TinyTask(optimizer=_sgd, warmup_steps=3), steps=5)
+    assert lrs == pytest.approx([0.1 / 3, 0.2 / 3, 0.1, 0.1, 0.1])
+
+
+def test_warm_up_with_a_per_step_scheduler_is_an_error() -> None:
+    one_cycle = partial(torch.optim.lr_scheduler.OneCycleLR, max_lr=0.1, total_steps=10)
+    task = _TinyTask(optimizer=_sgd, lr_scheduler=one_cycle, warmup_steps=5)
+    with pytest.raises(HVPSError, match="warmup_steps=5 with lr_scheduler OneCycleLR"):
+        task.configure_optimizers()
+
+
+def test_one_cycle_shorter_than_the_run_is_an_error() -> None:
+    one_cycle = partial(torch.optim.lr_scheduler.OneCycleLR, max_lr=0.1, total_steps=5)
+    with pytest.raises(HVPSError, match="total_steps=5 is shorter than this run's 8 optimiser steps"):
+        _fit(_TinyTask(optimizer=_sgd, lr_scheduler=one_cycle), steps=8)
+    assert len(_fit(_TinyTask(optimizer=_sgd, lr_scheduler=one_cycle), steps=5)) == 5
