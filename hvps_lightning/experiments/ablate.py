@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import json
 import math
 import os
 import statistics
@@ -30,6 +31,7 @@ from hvps_lightning.experiments.pipeline import (
     fresh_output_dir,
     last_checkpoint,
     read_json,
+    synth_sequences,
 )
 from hvps_lightning.io import atomic_open, atomic_path
 
@@ -70,6 +72,9 @@ def build_parser() -> ArgumentParser:
         "--seeds", type=int, nargs="+", default=[0], help="training seeds (data uses the first)"
     )
     parser.add_argument(
+        "--sequences", type=int, default=5, help="generated sequences: 0002 (val), the rest for training"
+    )
+    parser.add_argument(
         "--init-from", type=str | None, default=None, help="start every variant from this ckpt"
     )
     parser.add_argument("--fast", action="store_true", help="smoke run: 10 steps, 12 frames by default")
@@ -97,8 +102,9 @@ def run(cfg: Namespace) -> int:
     group = f"ablation-{out.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     root = Path(cfg.data_root) / "motchallenge_step"
     runner.run("synth", ["synth", "--preset", "motchallenge_step", "--out", root, "--seed", cfg.seeds[0],
-                         "--frames", frames])  # fmt: skip
+                         "--frames", frames, "--sequences", cfg.sequences])  # fmt: skip
     gt_semantic = write_gt_semantic(root, out / "gt_semantic")
+    train_sequences = synth_sequences(root, "train")
     rows: list[dict[str, Any]] = []
     full_caches: list[Path] = []
     for seed in cfg.seeds:
@@ -111,7 +117,10 @@ def run(cfg: Namespace) -> int:
                     "--data.init_args.root", root, "--seed_everything", seed, "--trainer.max_steps", steps,
                     "--trainer.default_root_dir", work, "--trainer.logger.init_args.save_dir", out / "wandb",
                     "--trainer.logger.init_args.mode", cfg.wandb, "--trainer.logger.init_args.group", group,
-                    "--trainer.logger.init_args.name", f"{name}-seed{seed}"]  # fmt: skip
+                    "--trainer.logger.init_args.name", f"{name}-seed{seed}",
+                    # the demo config's OneCycleLR spans exactly the training steps
+                    "--model.init_args.lr_scheduler.init_args.total_steps", steps,
+                    "--data.init_args.sequences", json.dumps({"train": train_sequences})]  # fmt: skip
             if cfg.init_from:
                 argv += ["--model.init_args.init_from", cfg.init_from]
             seconds = runner.run(f"fit {name} seed {seed}", argv)

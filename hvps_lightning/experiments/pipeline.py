@@ -130,6 +130,23 @@ def last_checkpoint(run_root: str | Path) -> Path:
     return found[-1]
 
 
+def synth_sequences(root: str | Path, split: str) -> list[str]:
+    """Names of the generated sequences of ``split`` (from the generator's ``hvps_synth.json``).
+
+    Generated roots can hold more sequences than a dataset's official split lists (e.g. extra
+    MOTChallenge-STEP training sequences beside 0009); a DataModule's ``sequences`` option
+    takes this list to train on all of them.
+
+    Raises:
+        HVPSError: if ``root`` was not written by ``hvps synth``.
+    """
+    manifest = Path(root) / "hvps_synth.json"
+    if not manifest.is_file():
+        raise HVPSError(f"{manifest}: not found (not a generated dataset root)")
+    entries = read_json(manifest)["summary"]["sequences"]
+    return [entry["name"] for entry in entries if entry["split"] == split]
+
+
 def read_json(path: str | Path) -> dict[str, Any]:
     """Read a JSON file written by an earlier step."""
     with open(path, encoding="utf-8") as handle:
