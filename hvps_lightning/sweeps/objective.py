@@ -191,17 +191,6 @@ def _read_semantic(path: Path) -> np.ndarray:
     return read_semantic_map(path.parent.parent, path.parent.name, path.stem)
 
 
-def _dataset_from_cache(metadata: Mapping[str, Any]) -> str | None:
-    # the keys `hvps track` reads too (tracking/cli.py): metadata.dataset, else metadata.hparams.dataset
-    value = metadata.get("dataset")
-    if isinstance(value, str):
-        return value
-    hparams = metadata.get("hparams")
-    if isinstance(hparams, Mapping) and isinstance(hparams.get("dataset"), str):
-        return str(hparams["dataset"])
-    return None
-
-
 def load_sweep_data(
     detections: str | Path,
     gt: str | Path,
@@ -226,7 +215,7 @@ def load_sweep_data(
     Raises:
         HVPSError: naming the argument or file when an input is missing or inconsistent.
     """
-    from hvps_lightning.tracking.cache import list_cached_sequences, read_detection_cache
+    from hvps_lightning.tracking.cache import cache_dataset, list_cached_sequences, read_detection_cache
 
     if objective not in OBJECTIVE_KINDS:
         raise HVPSError(f"--objective {objective}: expected one of {', '.join(OBJECTIVE_KINDS)}")
@@ -241,7 +230,7 @@ def load_sweep_data(
         raise HVPSError(f"--detections {detections}: no cached sequence (<seq>.npz + <seq>.json)")
     cached = [read_detection_cache(detections, name) for name in names]
     if dataset is None:
-        dataset = _dataset_from_cache(cached[0][1]) or DEFAULT_DATASET
+        dataset = cache_dataset(cached[0][1]) or DEFAULT_DATASET
     spec = get_spec(dataset)
     gt_root = resolve_gt_root(gt, kind, names, split, spec)
 

@@ -35,7 +35,7 @@ import json
 import math
 import re
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -168,6 +168,17 @@ def write_detection_cache(
 def _stack(parts: list[np.ndarray], empty_shape: tuple[int, ...], dtype: type) -> np.ndarray:
     parts = [np.asarray(p, dtype) for p in parts if len(p)]
     return np.concatenate(parts).astype(dtype, copy=False) if parts else np.zeros(empty_shape, dtype)
+
+
+def cache_dataset(metadata: Mapping[str, Any]) -> str | None:
+    """The dataset spec name recorded in a cache's metadata (``dataset``, else ``hparams.dataset``)."""
+    value = metadata.get("dataset")
+    if isinstance(value, str):
+        return value
+    hparams = metadata.get("hparams")
+    if isinstance(hparams, Mapping) and isinstance(hparams.get("dataset"), str):
+        return str(hparams["dataset"])
+    return None
 
 
 def list_cached_sequences(directory: str | Path) -> list[str]:

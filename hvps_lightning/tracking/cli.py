@@ -31,7 +31,7 @@ from jsonargparse import ArgumentParser, Namespace
 from hvps_lightning.data.specs import SPECS, get_spec
 from hvps_lightning.errors import HVPSError
 from hvps_lightning.io import write_json
-from hvps_lightning.tracking.cache import list_cached_sequences, read_detection_cache
+from hvps_lightning.tracking.cache import cache_dataset, list_cached_sequences, read_detection_cache
 from hvps_lightning.tracking.config import TrackerConfig
 from hvps_lightning.tracking.outputs import STEP_DIR, write_mots_sequence
 from hvps_lightning.tracking.tracker import track_sequence
@@ -71,16 +71,6 @@ def build_parser() -> ArgumentParser:
     return parser
 
 
-def _dataset_of(metadata: dict[str, Any]) -> str | None:
-    value = metadata.get("dataset")
-    if isinstance(value, str):
-        return value
-    hparams = metadata.get("hparams")
-    if isinstance(hparams, dict) and isinstance(hparams.get("dataset"), str):
-        return hparams["dataset"]
-    return None
-
-
 def run(cfg: Namespace) -> int:
     """Run ``hvps track``; return the exit code."""
     detections = Path(cfg.detections)
@@ -113,7 +103,7 @@ def run(cfg: Namespace) -> int:
 
     # Read every sequence first: a bad cache file fails before anything is written.
     cached = {name: read_detection_cache(detections, name) for name in names}
-    dataset = cfg.dataset or _dataset_of(cached[names[0]][1]) or DEFAULT_DATASET
+    dataset = cfg.dataset or cache_dataset(cached[names[0]][1]) or DEFAULT_DATASET
     spec = get_spec(dataset)
     if semantic_dir is not None:
         missing = [n for n in names if not (semantic_dir / n).is_dir()]
