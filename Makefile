@@ -18,7 +18,7 @@ demo: install
 	$(BIN)/hvps demo $(DEMO_ARGS)
 
 lint: install
-	$(BIN)/ruff check hvps_lightning tests benchmarks
+	$(BIN)/ruff check hvps_lightning tests benchmarks notebooks
 
 test: install lint
 	$(BIN)/python -m pytest -n 2 --dist loadgroup
