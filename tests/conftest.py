@@ -12,8 +12,16 @@ os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import torch
+from hypothesis import settings
 
 torch.set_num_threads(1)
+
+# Property tests draw the same examples on every run (a red CI is reproducible); set
+# HYPOTHESIS_PROFILE=explore to draw new random examples each run (loop it when changing the
+# tracker, the metrics or the formats).
+settings.register_profile("ci", derandomize=True, print_blob=True)
+settings.register_profile("explore", derandomize=False, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -41,7 +41,9 @@ the panoptic ids). Ids are handed out at confirmation; dead tracks are never rec
 so when a sequence runs past ``max_track_id`` identities, the id of the track that died
 longest ago is reused (a ``RuntimeWarning`` is raised once). If no id is free, the lost
 track seen longest ago is ended early to free one; if every id is visible in the frame,
-the new track stays tentative and unoutput until an id frees up.
+the new track stays tentative and unoutput until an id frees up. A track that gets a reused id
+backfills only the frames after the last one its id's former track was output in, so an id
+never stands twice in one frame.
 
 Example:
     >>> import numpy as np
@@ -159,6 +161,8 @@ class Tracker:
         self._next_id = 1
         self._next_uid = 0
         self._dead_ids: deque[int] = deque()
+        #: for an id freed by a death: the last frame its former track was output in
+        self._id_last_used: dict[int, int] = {}
         self._warned_reuse = False
         self._pending: dict[int, _Pending] = {}
         #: (frame index, object) of tentative frames of the tracks confirmed in the last update.
@@ -470,6 +474,7 @@ class Tracker:
             track_id = int(self._track_id[slot])
             if track_id > 0:
                 self._dead_ids.append(track_id)
+                self._id_last_used[track_id] = int(self._last_frame[slot])
             self._pending.pop(int(self._uid[slot]), None)
         self._alive[slots] = False
 
@@ -478,11 +483,15 @@ class Tracker:
         if track_id is None:
             return
         self._track_id[slot] = track_id
+        # A reused id may still stand in the frames this track was tentative in (its former
+        # track was output there): backfill only the frames after the former track's last one.
+        last_used = self._id_last_used.pop(track_id, -1)
         pending = self._pending.pop(int(self._uid[slot]), None)
         if pending is not None:
             for frame, obj in pending.objects:
-                obj.track_id = track_id
-                self.confirmed_backfill.append((frame, obj))
+                if frame > last_used:
+                    obj.track_id = track_id
+                    self.confirmed_backfill.append((frame, obj))
 
     def _new_id(self) -> int | None:
         cfg = self.config

@@ -104,3 +104,38 @@ def test_online_updates_are_deterministic(frames: list[FrameDetections]) -> None
         a = [(o.track_id, o.detection_index, o.rle["counts"]) for o in first.update(detections)]
         b = [(o.track_id, o.detection_index, o.rle["counts"]) for o in second.update(detections)]
         assert a == b
+
+
+def _rect_detections(
+    index: int, rects: list[tuple[int, int, int, int]], embeddings: list[int]
+) -> FrameDetections:
+    masks = []
+    for x1, y1, x2, y2 in rects:
+        mask = np.zeros((HEIGHT, WIDTH), np.uint8)
+        mask[y1:y2, x1:x2] = 1
+        masks.append(encode_mask(mask))
+    return FrameDetections(
+        frame=f"{index:06d}",
+        boxes=np.asarray(rects, np.float32).reshape(-1, 4),
+        scores=np.ones(len(rects), np.float32),
+        labels=np.full(len(rects), 4, np.int64),
+        masks=masks,
+        embeddings=np.eye(DIM, dtype=np.float32)[embeddings],
+        image_size=(HEIGHT, WIDTH),
+    )
+
+
+def test_a_reused_id_is_not_backfilled_into_frames_where_it_still_stands() -> None:
+    # Found by the fuzz test above: 3 ids, 4 people in frame 0; the 4th waits tentative. In frame
+    # 1 it is confirmed with the id of the lost track 1, and its backfilled frame-0 object used to
+    # stand next to the old track 1 there.
+    config = TrackerConfig(min_hits=1, max_track_id=3, short_term_enabled=False, long_term_enabled=False)
+    frames = [
+        _rect_detections(0, [(0, 0, 2, 2), (4, 0, 6, 2), (8, 0, 10, 2), (12, 0, 14, 2)], [0, 1, 2, 3]),
+        _rect_detections(1, [(12, 0, 14, 2)], [3]),
+    ]
+    with pytest.warns(RuntimeWarning, match="more than 3 track ids"):
+        tracks = track_sequence(frames, config)
+    first = [o.track_id for o in tracks[0]]
+    assert first == [1, 2, 3]  # the 4th person has no free id in frame 0 and is not backfilled
+    assert [(o.track_id, o.detection_index) for o in tracks[1]] == [(1, 0)]
