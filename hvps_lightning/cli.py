@@ -44,11 +44,21 @@ def _usage() -> str:
 
 
 def find_user_error(exc: BaseException | None) -> HVPSError | None:
-    """Return the first :class:`HVPSError` in ``exc``'s cause/context chain, if any."""
+    """Return the first user error in ``exc``'s cause/context chain, if any.
+
+    That is an :class:`HVPSError`, or Lightning's ``MisconfigurationException`` (a trainer
+    setting that contradicts another, e.g. a callback that needs a logger), returned as an
+    :class:`HVPSError` with Lightning's message.
+    """
+    # Only a command that imported Lightning can raise its exception: never import it here.
+    lightning_errors = sys.modules.get("lightning.fabric.utilities.exceptions")
+    misconfiguration = getattr(lightning_errors, "MisconfigurationException", None)
     seen: set[int] = set()
     while exc is not None and id(exc) not in seen:
         if isinstance(exc, HVPSError):
             return exc
+        if misconfiguration is not None and isinstance(exc, misconfiguration):
+            return HVPSError(f"Lightning refused the configuration: {exc}")
         seen.add(id(exc))
         exc = exc.__cause__ or exc.__context__
     return None

@@ -63,6 +63,25 @@ class HVPSLightningCLI(LightningCLI):
         """Tie the model's dataset spec to the DataModule's."""
         parser.link_arguments("data.dataset_name", "model.init_args.dataset", apply_on="instantiate")
 
+    def before_instantiate_classes(self) -> None:
+        """With ``--trainer.logger false``, drop the configs' ``LearningRateMonitor``.
+
+        The stage configs carry one, and Lightning refuses it on a trainer without a logger;
+        a run without logging is a normal request (quick checks, notebooks), not an error.
+        """
+        config = self.config.get(self.subcommand) if self.subcommand else self.config
+        trainer = config.get("trainer") if config is not None else None
+        if trainer is None or trainer.get("logger") is not False:
+            return
+        callbacks = trainer.get("callbacks")
+        if not callbacks:
+            return
+        single = not isinstance(callbacks, list)
+        entries = [callbacks] if single else callbacks
+        kept = [c for c in entries if not str(getattr(c, "class_path", "")).endswith(".LearningRateMonitor")]
+        if len(kept) < len(entries):
+            trainer["callbacks"] = kept if not single else (kept[0] if kept else None)
+
 
 def finish_wandb_run() -> None:
     """Finish the active W&B run, if any, so the next run in this process starts its own.
