@@ -1,4 +1,8 @@
-"""Small file helpers shared by every writer: files appear whole or not at all."""
+"""Small file helpers shared by writers and readers.
+
+Writers' files appear whole or not at all; readers fail with one-line
+:class:`~hvps_lightning.errors.HVPSError` messages that name the file.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
+
+from hvps_lightning.errors import file_error
 
 
 def _umask() -> int:
@@ -69,3 +75,27 @@ def write_json(path: str | Path, obj: Any, indent: int | None = 2) -> None:
     with atomic_open(path, "w", encoding="utf-8") as handle:
         json.dump(_clean(obj), handle, indent=indent, allow_nan=False)
         handle.write("\n")
+
+
+def read_text_file(path: Path, *, missing: str, unreadable: str, encoding: str = "utf-8") -> str:
+    """Return the text of ``path``.
+
+    Raises:
+        HVPSError: ``<path>: <missing>`` if the file does not exist, ``<path>: <unreadable>
+            (<reason>)`` if it cannot be read or decoded.
+    """
+    try:
+        return path.read_text(encoding=encoding)
+    except FileNotFoundError:
+        raise file_error(path, missing) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise file_error(path, f"{unreadable} ({exc})") from None
+
+
+def read_json_file(path: Path, *, missing: str, unreadable: str) -> Any:
+    """Return the parsed JSON of ``path``; errors as :func:`read_text_file`, invalid JSON as unreadable."""
+    text = read_text_file(path, missing=missing, unreadable=unreadable)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise file_error(path, f"{unreadable} ({exc})") from None

@@ -31,7 +31,6 @@ Example:
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import re
 import zipfile
@@ -42,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from hvps_lightning.errors import HVPSError, file_error
-from hvps_lightning.io import atomic_path, write_json
+from hvps_lightning.io import atomic_path, read_json_file, write_json
 from hvps_lightning.tracking.detections import FrameDetections
 
 CACHE_FORMAT = "hvps-detection-cache"
@@ -200,12 +199,11 @@ def read_cache_metadata(directory: str | Path, sequence: str) -> dict[str, Any]:
         HVPSError: naming the json if it is missing, not JSON, or not a detection cache.
     """
     _, json_path = cache_paths(directory, sequence)
-    try:
-        document = json.loads(json_path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise file_error(json_path, "cached sequence not found (no such json)") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise file_error(json_path, f"not a readable detection cache json ({exc})") from None
+    document = read_json_file(
+        json_path,
+        missing="cached sequence not found (no such json)",
+        unreadable="not a readable detection cache json",
+    )
     if not isinstance(document, dict) or document.get("format") != CACHE_FORMAT:
         raise file_error(json_path, f"not a detection cache (format is not {CACHE_FORMAT!r})")
     if document.get("version") != CACHE_VERSION:

@@ -31,7 +31,7 @@ from typing import Any, Literal
 import yaml
 
 from hvps_lightning.errors import HVPSError, file_error
-from hvps_lightning.io import atomic_open
+from hvps_lightning.io import atomic_open, read_text_file
 
 ParamKind = Literal["float", "int", "bool", "categorical"]
 
@@ -252,12 +252,9 @@ class TrackerConfig:
             HVPSError: naming the file if it is missing, not YAML, or holds bad parameters.
         """
         path = Path(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise file_error(path, "tracker config not found") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise file_error(path, f"unreadable tracker config ({exc})") from None
+        text = read_text_file(
+            path, missing="tracker config not found", unreadable="unreadable tracker config"
+        )
         try:
             values = yaml.safe_load(text)
         except yaml.YAMLError as exc:

@@ -17,7 +17,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +26,7 @@ import numpy as np
 
 from hvps_lightning.data.formats._png import read_png, write_png
 from hvps_lightning.errors import HVPSError, file_error
-from hvps_lightning.io import write_json
+from hvps_lightning.io import read_json_file, write_json
 
 #: segment ids must fit in three 8-bit channels.
 MAX_SEGMENT_ID = 256**3 - 1
@@ -205,12 +204,7 @@ def read_coco_panoptic(json_path: str | Path, png_dir: str | Path) -> CocoPanopt
         HVPSError: naming the JSON if it is missing, not JSON, or lacks required fields.
     """
     json_path, png_dir = Path(json_path), Path(png_dir)
-    try:
-        data = json.loads(json_path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise file_error(json_path, "file not found") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise file_error(json_path, f"not a readable JSON file ({exc})") from None
+    data = read_json_file(json_path, missing="file not found", unreadable="not a readable JSON file")
     if not isinstance(data, dict) or not isinstance(data.get("annotations"), list):
         raise file_error(json_path, "not a COCO panoptic file (no 'annotations' list)")
     categories = data.get("categories", [])

@@ -27,7 +27,7 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from hvps_lightning.errors import HVPSError, file_error
-from hvps_lightning.io import atomic_open
+from hvps_lightning.io import atomic_open, read_text_file
 
 #: MOTS class ids.
 CAR_CLASS = 1
@@ -116,12 +116,7 @@ def read_mots_txt(path: str | Path) -> list[MOTSObject]:
         HVPSError: naming the file (and line number) if it is missing or a line is malformed.
     """
     path = Path(path)
-    try:
-        text = path.read_text(encoding="ascii")
-    except FileNotFoundError:
-        raise file_error(path, "file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise file_error(path, f"unreadable MOTS txt ({exc})") from None
+    text = read_text_file(path, missing="file not found", unreadable="unreadable MOTS txt", encoding="ascii")
     objects: list[MOTSObject] = []
     # Split on "\n" only: str.splitlines would also split on other control characters.
     for number, raw_line in enumerate(text.split("\n"), start=1):
