@@ -19,7 +19,6 @@ import numpy as np
 
 from hvps_lightning.errors import HVPSError
 from hvps_lightning.io import atomic_open
-from hvps_lightning.lightning_cli import finish_wandb_run
 
 #: finetuning stage -> the synthetic preset / dataset it trains on
 STAGE_PRESETS: dict[str, str] = {
@@ -88,6 +87,7 @@ class CommandRunner:
     def run(self, name: str, argv: Sequence[str]) -> float:
         """Run ``hvps <argv>``; raise :class:`HVPSError` if it fails; return its wall time in seconds."""
         from hvps_lightning.cli import main
+        from hvps_lightning.lightning_cli import finish_wandb_run
 
         argv = [str(a) for a in argv]
         self._lines.append(f"hvps {shlex.join(argv)}")
