@@ -107,11 +107,16 @@ class BatchOnlyTransform(GeneralizedRCNNTransform):
         """Return ``image`` and ``target`` unchanged: batches arrive at the training size."""
         return image, target
 
+    def padded_size(self, height: int, width: int) -> tuple[int, int]:
+        """The size :meth:`pad` gives an image of ``height`` x ``width`` (anchors depend on it)."""
+        step = self.size_divisible
+        return math.ceil(height / step) * step, math.ceil(width / step) * step
+
     def pad(self, images: Tensor) -> Tensor:
         """Zero-pad (N, C, H, W) images at the bottom and right to a multiple of ``size_divisible``."""
         height, width = images.shape[-2:]
-        step = self.size_divisible
-        pad_h, pad_w = math.ceil(height / step) * step - height, math.ceil(width / step) * step - width
+        padded_height, padded_width = self.padded_size(height, width)
+        pad_h, pad_w = padded_height - height, padded_width - width
         return F.pad(images, (0, pad_w, 0, pad_h)) if pad_h or pad_w else images
 
     def __repr__(self) -> str:
@@ -629,8 +634,7 @@ class MOTSNet(nn.Module):
         """RPN + RoI heads on (fused) target-frame features of images of ``image_size``."""
         first = next(iter(features.values()))
         batch = first.shape[0]
-        step = self.transform.size_divisible
-        padded = (math.ceil(image_size[0] / step) * step, math.ceil(image_size[1] / step) * step)
+        padded = self.transform.padded_size(*image_size)
         # The anchor generator reads only the padded shape, dtype and device of the images.
         images = ImageList(first.new_zeros(()).expand(batch, 3, *padded), [image_size] * batch)
         if self.training:
