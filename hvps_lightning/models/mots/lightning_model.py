@@ -47,6 +47,7 @@ from hvps_lightning.models.base import BaseTask, _default_optimizer
 from hvps_lightning.models.mots.torch_model import Backbone, BackboneNorm, MOTSNet, Pretrained, StreamingMOTS
 from hvps_lightning.models.mots.weights import load_with_class_rows, strip_prefix
 from hvps_lightning.tracking.detections import FrameDetections
+from hvps_lightning.tracking.rle import from_coco
 
 #: the losses MOTSNet returns (each logged as train/<name>)
 LOSS_NAMES: tuple[str, ...] = (
@@ -66,10 +67,7 @@ def masks_to_rles(masks: Tensor) -> list[dict[str, Any]]:
     if masks.shape[0] == 0:
         return []
     array = np.asfortranarray(masks.permute(1, 2, 0).to(torch.uint8).cpu().numpy())
-    return [
-        {"size": [int(r["size"][0]), int(r["size"][1])], "counts": r["counts"].decode("ascii")}
-        for r in mask_utils.encode(array)
-    ]
+    return [from_coco(r) for r in mask_utils.encode(array)]
 
 
 class MOTSModule(BaseTask):
@@ -341,11 +339,19 @@ class MOTSModule(BaseTask):
             self._stream_frames = [*context[1:], frames[b, target_index]]
         return out
 
+    def binary_masks(self, detections: Mapping[str, Tensor]) -> Tensor:
+        """(N, H, W) bool masks: the network's mask probabilities at ``mask_threshold``."""
+        return detections["masks"][:, 0] >= float(self.hparams.get("mask_threshold", 0.5))
+
     def to_frame_detections(
-        self, detections: Mapping[str, Tensor], meta: Mapping[str, Any]
+        self, detections: Mapping[str, Tensor], meta: Mapping[str, Any], masks: Tensor | None = None
     ) -> FrameDetections:
-        """Convert one frame's network output to :class:`FrameDetections` (RLE masks, spec labels)."""
-        masks = detections["masks"][:, 0] >= float(self.hparams.get("mask_threshold", 0.5))
+        """Convert one frame's network output to :class:`FrameDetections` (RLE masks, spec labels).
+
+        ``masks``: :meth:`binary_masks` of ``detections`` when the caller has them already.
+        """
+        if masks is None:
+            masks = self.binary_masks(detections)
         height, width = masks.shape[-2:]
         frame = FrameDetections(
             frame=str(meta["frame"]),
@@ -362,12 +368,11 @@ class MOTSModule(BaseTask):
         self, batch: Mapping[str, Any], metric: MeanAveragePrecision
     ) -> list[tuple[str, FrameDetections]]:
         results = self.infer(batch)
-        threshold = float(self.hparams.get("mask_threshold", 0.5))
+        binary = [self.binary_masks(det) for _, det in results]
         targets = batch.get("targets")
         if targets is not None:
             preds, gts = [], []
-            for (_, det), target in zip(results, targets, strict=True):
-                masks = det["masks"][:, 0] >= threshold
+            for (_, det), masks, target in zip(results, binary, targets, strict=True):
                 preds.append({"masks": masks, "scores": det["scores"], "labels": det["labels"]})
                 gt_masks = target["masks"].to(masks.device)
                 if gt_masks.shape[-2:] != masks.shape[-2:]:
@@ -376,7 +381,10 @@ class MOTSModule(BaseTask):
                     )[:, 0]
                 gts.append({"masks": gt_masks.bool(), "labels": target["labels"].to(masks.device)})
             metric.update(preds, gts)
-        return [(str(meta["sequence"]), self.to_frame_detections(det, meta)) for meta, det in results]
+        return [
+            (str(meta["sequence"]), self.to_frame_detections(det, meta, masks))
+            for (meta, det), masks in zip(results, binary, strict=True)
+        ]
 
     def _log_map(self, metric: MeanAveragePrecision, prefix: str) -> None:
         if not metric.update_called:
