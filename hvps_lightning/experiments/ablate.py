@@ -26,7 +26,11 @@ from jsonargparse import ArgumentParser, Namespace
 
 from hvps_lightning.errors import HVPSError
 from hvps_lightning.experiments.pipeline import (
+    GT_FOLDER,
+    VAL_SEQUENCE,
     CommandRunner,
+    check_wandb_mode,
+    evaluate_val_sequence,
     experiments_dir,
     fresh_output_dir,
     last_checkpoint,
@@ -35,8 +39,6 @@ from hvps_lightning.experiments.pipeline import (
 )
 from hvps_lightning.io import atomic_open, atomic_path
 
-VAL_SEQUENCE = "0002"
-GT_FOLDER = "train"  # MOTChallenge-STEP keeps the val sequence 0002 in train/
 TA_SA_VARIANTS: tuple[tuple[bool, bool], ...] = ((True, True), (True, False), (False, True), (False, False))
 TRACKER_VARIANTS: dict[str, dict[str, bool]] = {
     "full tracker": {},
@@ -91,8 +93,7 @@ def run(cfg: Namespace) -> int:
     frames = cfg.frames if cfg.frames is not None else (12 if cfg.fast else 60)
     if steps < 1 or frames < 3:
         raise HVPSError(f"--steps must be >= 1 and --frames >= 3, got {steps} and {frames}")
-    if cfg.wandb not in ("auto", "offline", "online", "disabled"):
-        raise HVPSError(f"--wandb {cfg.wandb}: expected auto, offline, online or disabled")
+    check_wandb_mode(cfg.wandb)
     out = fresh_output_dir(cfg.out)
     if out != Path(cfg.out):
         console.print(f"[yellow]{cfg.out} holds an earlier run (kept); this run writes to {out}[/yellow]")
@@ -205,16 +206,7 @@ def evaluate_cache(
     if tracker is not None:
         track += ["--tracker-config", tracker]
     runner.run(f"track {name}", track)
-    runner.run(
-        f"evaluate step {name}",
-        ["evaluate", "step", "--gt", root / "panoptic_maps" / GT_FOLDER, "--pred", work / "step",
-         "--dataset", "motchallenge_step", "--sequences", VAL_SEQUENCE, "--output", work / "step.json"],
-    )  # fmt: skip
-    runner.run(
-        f"evaluate mots {name}",
-        ["evaluate", "mots", "--gt", root / "instances_txt" / GT_FOLDER, "--pred", work / "mots",
-         "--sequences", VAL_SEQUENCE, "--output", work / "mots.json"],
-    )  # fmt: skip
+    evaluate_val_sequence(runner, root, work, work / "step.json", work / "mots.json", suffix=f" {name}")
     step, mots = read_json(work / "step.json"), read_json(work / "mots.json")["combined"]
     return {"aq": step["aq"], "stq": step["stq"], **{k: mots[k] for k in METRICS[2:] if k in mots}}
 

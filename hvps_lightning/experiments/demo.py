@@ -25,10 +25,13 @@ from typing import Any
 
 from jsonargparse import ArgumentParser, Namespace
 
-from hvps_lightning.errors import HVPSError
 from hvps_lightning.experiments.pipeline import (
+    GT_FOLDER,
     STAGE_PRESETS,
+    VAL_SEQUENCE,
     CommandRunner,
+    check_wandb_mode,
+    evaluate_val_sequence,
     experiments_dir,
     fresh_output_dir,
     last_checkpoint,
@@ -37,8 +40,6 @@ from hvps_lightning.experiments.pipeline import (
     synth_sequences,
 )
 from hvps_lightning.io import write_json
-
-VAL_SEQUENCE = "0002"  # MOTChallenge-STEP's reference validation sequence
 
 
 @dataclass(frozen=True)
@@ -100,8 +101,7 @@ def run(cfg: Namespace) -> int:
     out = fresh_output_dir(cfg.out)
     if out != Path(cfg.out):
         console.print(f"[yellow]{cfg.out} holds an earlier run (kept); this run writes to {out}[/yellow]")
-    if cfg.wandb not in ("auto", "offline", "online", "disabled"):
-        raise HVPSError(f"--wandb {cfg.wandb}: expected auto, offline, online or disabled")
+    check_wandb_mode(cfg.wandb)
     data_root = Path(cfg.data_root)
     experiments = experiments_dir()
     runner = CommandRunner(out, console=console)
@@ -163,23 +163,13 @@ def run(cfg: Namespace) -> int:
     )  # fmt: skip
 
     # 5. evaluate against the generated ground truth of the validation sequence
-    gt_folder = "train"  # MOTChallenge-STEP keeps 0002 (val) in train/
-    runner.run(
-        "evaluate step",
-        ["evaluate", "step", "--gt", mot_root / "panoptic_maps" / gt_folder, "--pred", out / "step",
-         "--dataset", "motchallenge_step", "--sequences", VAL_SEQUENCE, "--output", out / "eval_step.json"],
-    )  # fmt: skip
-    runner.run(
-        "evaluate mots",
-        ["evaluate", "mots", "--gt", mot_root / "instances_txt" / gt_folder, "--pred", out / "mots",
-         "--sequences", VAL_SEQUENCE, "--output", out / "eval_mots.json"],
-    )  # fmt: skip
+    evaluate_val_sequence(runner, mot_root, out, out / "eval_step.json", out / "eval_mots.json")
 
     # 6. overlays, results, W&B summary, table
     gifs = {}
     for seq_dir in sorted((out / "step").iterdir()):
         gifs[seq_dir.name] = render_overlays(
-            mot_root / "images" / gt_folder / seq_dir.name, seq_dir, "motchallenge_step",
+            mot_root / "images" / GT_FOLDER / seq_dir.name, seq_dir, "motchallenge_step",
             out / "viz" / f"{seq_dir.name}.gif",
         )  # fmt: skip
     step_eval, mots_eval = read_json(out / "eval_step.json"), read_json(out / "eval_mots.json")

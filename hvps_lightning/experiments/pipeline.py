@@ -20,6 +20,12 @@ import numpy as np
 from hvps_lightning.errors import HVPSError
 from hvps_lightning.io import atomic_open
 
+#: MOTChallenge-STEP's reference validation sequence; the layout keeps it in the train/ folders
+VAL_SEQUENCE = "0002"
+GT_FOLDER = "train"
+#: values of the ``--wandb`` option of ``hvps demo`` and ``hvps ablate``
+WANDB_MODES = ("auto", "offline", "online", "disabled")
+
 #: finetuning stage -> the synthetic preset / dataset it trains on
 STAGE_PRESETS: dict[str, str] = {
     "kitti_panoptic": "kitti_panoptic",
@@ -172,3 +178,29 @@ def render_overlays(
     if not frames:
         raise HVPSError(f"{step_dir}: no STEP PNGs to render")
     return write_gif(gif_path, frames, fps=fps)
+
+
+def check_wandb_mode(mode: str) -> None:
+    """Raise :class:`HVPSError` naming ``--wandb`` unless ``mode`` is one of :data:`WANDB_MODES`."""
+    if mode not in WANDB_MODES:
+        raise HVPSError(f"--wandb {mode}: expected auto, offline, online or disabled")
+
+
+def evaluate_val_sequence(
+    runner: CommandRunner, root: Path, pred: Path, step_json: Path, mots_json: Path, suffix: str = ""
+) -> None:
+    """``hvps evaluate step`` and ``mots`` of the :data:`VAL_SEQUENCE` predictions in ``pred``.
+
+    ``root`` is the generated MOTChallenge-STEP root; ``pred`` holds ``step/`` and ``mots/``;
+    the steps are named ``evaluate step<suffix>`` and ``evaluate mots<suffix>``.
+    """
+    runner.run(
+        f"evaluate step{suffix}",
+        ["evaluate", "step", "--gt", root / "panoptic_maps" / GT_FOLDER, "--pred", pred / "step",
+         "--dataset", "motchallenge_step", "--sequences", VAL_SEQUENCE, "--output", step_json],
+    )  # fmt: skip
+    runner.run(
+        f"evaluate mots{suffix}",
+        ["evaluate", "mots", "--gt", root / "instances_txt" / GT_FOLDER, "--pred", pred / "mots",
+         "--sequences", VAL_SEQUENCE, "--output", mots_json],
+    )  # fmt: skip
