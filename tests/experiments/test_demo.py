@@ -1,0 +1,40 @@
+"""`hvps demo --fast`, end to end: every step runs and writes what the README promises."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from hvps_lightning.cli import main
+from hvps_lightning.data.formats import read_mots_txt, read_step_png
+from hvps_lightning.experiments.pipeline import fresh_output_dir
+
+
+@pytest.mark.slow
+def test_fast_demo_writes_results(tmp_path: Path) -> None:
+    out, data = tmp_path / "demo", tmp_path / "data"
+    args = ["demo", "--fast", "--out", str(out), "--data-root", str(data), "--wandb", "offline"]
+    assert main(args) == 0
+
+    results = json.loads((out / "results.json").read_text())
+    for key in ("stq", "aq", "sq"):
+        assert 0.0 <= results[key] <= 1.0
+    assert {"sMOTSA", "MOTSA", "MOTSP", "IDF1", "HOTA", "IDSW"} <= set(results["mots"])
+    assert results["timings"]["total"] > 0
+    # the STQ the demo reports is the one `hvps evaluate step` wrote
+    assert results["stq"] == json.loads((out / "eval_step.json").read_text())["stq"]
+
+    pngs = sorted((out / "step" / "0002").glob("*.png"))
+    assert len(pngs) == len(sorted((data / "motchallenge_step" / "images" / "train" / "0002").glob("*.png")))
+    semantic, _ = read_step_png(pngs[0])
+    assert semantic.shape == (192, 320)
+    assert read_mots_txt(out / "mots" / "0002.txt")  # the tracker output people
+    assert (out / "viz" / "0002.gif").stat().st_size > 0
+    commands = (out / "commands.sh").read_text().splitlines()
+    assert sum(line.startswith("hvps fit") for line in commands) == 6  # 3 stages x 2 models
+    assert list((out / "wandb").rglob("offline-run-*"))
+
+    # a rerun would keep this run and write next to it
+    assert fresh_output_dir(out) == tmp_path / "demo-2"
