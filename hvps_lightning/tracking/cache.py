@@ -31,6 +31,7 @@ Example:
 from __future__ import annotations
 
 import hashlib
+import io
 import math
 import re
 import zipfile
@@ -246,7 +247,7 @@ def read_detection_cache(
         raise file_error(npz_path, f"unreadable ({exc})") from None
     if hashlib.sha256(raw).hexdigest() != document["arrays_sha256"]:
         raise file_error(npz_path, f"does not belong to {json_path.name} (checksum differs)")
-    arrays = _load_arrays(npz_path)
+    arrays = _load_arrays(npz_path, raw)
     counts = [int(c) for c in document["counts"]]
     total = sum(counts)
     offsets = arrays["frame_offsets"]
@@ -281,9 +282,10 @@ def read_detection_cache(
     return frames, metadata if isinstance(metadata, dict) else {"metadata": metadata}
 
 
-def _load_arrays(npz_path: Path) -> dict[str, np.ndarray]:
+def _load_arrays(npz_path: Path, raw: bytes) -> dict[str, np.ndarray]:
+    # ``raw``: the file's bytes, already read for the checksum (errors still name ``npz_path``)
     try:
-        with np.load(npz_path, allow_pickle=False) as data:
+        with np.load(io.BytesIO(raw), allow_pickle=False) as data:
             missing = [k for k in _ARRAYS if k not in data.files]
             if missing:
                 raise file_error(npz_path, f"missing arrays {', '.join(missing)}")
