@@ -244,7 +244,8 @@ class OfflineTrackerCallback(Callback):
                     predicted = self._read_semantic(sequence, detections.frame)
                     semantic, instance = self._fuse(predicted, objects, spec, self.uncovered, where)
                     _update_stq(stq_fused, semantic, instance, gt_semantic, gt_instance, sequence)
-                    fused_frames.setdefault(sequence, []).append((detections.frame, semantic, instance))
+                    if self.export_dir is not None:  # only the export reads the fused maps back
+                        fused_frames.setdefault(sequence, []).append((detections.frame, semantic, instance))
                 sequence_gt += panoptic_to_mots(gt_semantic, gt_instance, spec, number)
             if gt.available(sequence):
                 gt_mots[sequence] = sequence_gt
@@ -393,7 +394,7 @@ class OfflineTrackerCallback(Callback):
             log_this = index < self.log_overlays
             if not (self.export_overlays or log_this):
                 continue
-            images = []
+            images, shown = [], []
             for name, objects in list(zip(names, tracks, strict=True))[: self.overlay_frames]:
                 path = image_paths.get((sequence, name))
                 image = read_png(path) if path and Path(path).is_file() else None
@@ -401,6 +402,7 @@ class OfflineTrackerCallback(Callback):
                 if image is None and size is None:
                     continue
                 images.append(overlay_tracks(image, objects, size=size))
+                shown.append(name)
             if not images or len({i.shape for i in images}) != 1:
                 continue
             if folder is not None and self.export_overlays:
@@ -411,7 +413,7 @@ class OfflineTrackerCallback(Callback):
             if log_this:
                 picks = sorted({0, len(images) // 2, len(images) - 1})
                 logger.log_images(
-                    f"{prefix}/tracks/{sequence}", [images[i] for i in picks], step, [names[i] for i in picks]
+                    f"{prefix}/tracks/{sequence}", [images[i] for i in picks], step, [shown[i] for i in picks]
                 )
                 logger.log_video(f"{prefix}/tracks_video/{sequence}", gif, step)
 
