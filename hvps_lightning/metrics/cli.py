@@ -135,6 +135,8 @@ def _step_options(options: Namespace) -> dict[str, Any]:
         raise HVPSError(
             f"--things: {bad} are not class ids in [0, {options.num_classes}) (or are the ignore label)"
         )
+    if len(set(options.things)) != len(options.things):
+        raise HVPSError(f"--things: {options.things} lists a class more than once")
     if not 0 <= ignore_label <= 255:
         raise HVPSError(f"--ignore-label must lie in 0..255 (STEP PNGs are 8-bit), got {ignore_label}")
     return {

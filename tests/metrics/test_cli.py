@@ -130,6 +130,7 @@ def test_step_labels_outside_the_classes(tmp_path: Path, capsys: pytest.CaptureF
         (("--dataset", "motchallenge_step", "--num-classes", "7"), "--dataset cannot"),
         (("--num-classes", "7"), "--things"),
         (("--num-classes", "7", "--things", "7"), "--things"),
+        (("--num-classes", "7", "--things", "4", "4"), "--things: [4, 4] lists a class more than once"),
     ],
 )
 def test_step_bad_class_arguments(
