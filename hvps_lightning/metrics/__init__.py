@@ -4,8 +4,21 @@ Kept free of Lightning so that sweeps and scripts use them directly; the Lightni
 logging helper lives in :mod:`hvps_lightning.metrics.logging`.
 """
 
-from hvps_lightning.metrics.functional_stq import STQInputError, STQLabelSpace, STQResult
-from hvps_lightning.metrics.stq import STQ, segmentation_and_tracking_quality, sequence_key
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+#: public name -> submodule; imported on first use (PEP 562) so that `hvps evaluate mots`
+#: and `hvps evaluate --help` do not load torch and torchmetrics
+_EXPORTS = {
+    "STQ": "stq",
+    "STQInputError": "functional_stq",
+    "STQLabelSpace": "functional_stq",
+    "STQResult": "functional_stq",
+    "segmentation_and_tracking_quality": "stq",
+    "sequence_key": "stq",
+}
 
 __all__ = [
     "STQ",
@@ -15,3 +28,9 @@ __all__ = [
     "segmentation_and_tracking_quality",
     "sequence_key",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
