@@ -37,10 +37,10 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from hvps_lightning.data.formats import read_step_png
-from hvps_lightning.data.specs import DatasetSpec, get_spec
+from hvps_lightning.formats import read_step_png
 from hvps_lightning.metrics import STQ
 from hvps_lightning.panoptic import UNCOVERED_RULES, fuse_panoptic
+from hvps_lightning.structures.specs import DatasetSpec, get_spec
 
 
 @dataclass(frozen=True)
@@ -183,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         root = args.root
         if root is None:
-            from hvps_lightning.data.synthetic import generate_dataset
+            from hvps_lightning.data.synthetic.generate import generate_dataset
 
             root = Path(tmp) / "motchallenge_step"
             generate_dataset(

@@ -43,11 +43,11 @@ import numpy as np
 import optuna
 import torch
 
-from hvps_lightning.data.formats import write_step_png
-from hvps_lightning.panoptic.semantic_cache import write_semantic_map
+from hvps_lightning.formats import write_step_png
+from hvps_lightning.formats.detection_cache import write_detection_cache
+from hvps_lightning.formats.semantic_cache import write_semantic_map
 from hvps_lightning.sweeps.objective import evaluate_config, load_sweep_data
 from hvps_lightning.sweeps.space import suggest_params
-from hvps_lightning.tracking.cache import write_detection_cache
 from hvps_lightning.tracking.config import TrackerConfig
 from hvps_lightning.tracking.simulate import (
     PERSON_LABEL,

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import cv2
 
-from hvps_lightning.data.synthetic import generate_dataset, sequence_rng
-from hvps_lightning.data.synthetic_scene import PRESETS, render_sequence
+from hvps_lightning.data.synthetic.generate import generate_dataset, sequence_rng
+from hvps_lightning.data.synthetic.scene import PRESETS, render_sequence
 
 
 def main() -> None:

@@ -31,7 +31,7 @@ SYNTH_FIXTURE_SIZE = {"height": 96, "width": 160, "seed": 0, "progress": False}
 
 
 def _generate(tmp_path_factory: pytest.TempPathFactory, preset: str, sequences: int, frames: int) -> Path:
-    from hvps_lightning.data.synthetic import generate_dataset
+    from hvps_lightning.data.synthetic.generate import generate_dataset
 
     root = tmp_path_factory.mktemp(f"synth_{preset}") / preset
     generate_dataset(preset, root, sequences=sequences, frames=frames, **SYNTH_FIXTURE_SIZE)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from hvps_lightning.cli import main
-from hvps_lightning.experiments.pipeline import experiments_dir
+from hvps_lightning.cli.pipeline import experiments_dir
 
 SEMANTIC = [
     "--config", str(experiments_dir() / "stages/mot_step/semantic.yaml"),

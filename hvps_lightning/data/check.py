@@ -18,7 +18,7 @@ Layouts (``--dataset``):
   KITTI-MOTS (``training/image_02/0000/000000.png``, ``instances_txt/0000.txt``).
 
 Example:
-    >>> from hvps_lightning.data.specs import get_spec
+    >>> from hvps_lightning.structures.specs import get_spec
     >>> report = check_dataset(get_spec("kitti_step"), "/nonexistent")
     >>> report.problems
     ['/nonexistent: dataset root not found']
@@ -38,7 +38,8 @@ import numpy as np
 from jsonargparse import ArgumentParser, Namespace
 from PIL import Image, UnidentifiedImageError
 
-from hvps_lightning.data.formats.coco_panoptic import (
+from hvps_lightning.errors import HVPSError
+from hvps_lightning.formats.coco_panoptic import (
     COCO_PANOPTIC_LAYOUT,
     CocoPanoptic,
     PanopticImage,
@@ -46,7 +47,7 @@ from hvps_lightning.data.formats.coco_panoptic import (
     read_coco_panoptic,
     to_semantic_instance,
 )
-from hvps_lightning.data.formats.mots_txt import (
+from hvps_lightning.formats.mots_txt import (
     CAR_CLASS,
     IGNORE_CLASS,
     PEDESTRIAN_CLASS,
@@ -55,9 +56,8 @@ from hvps_lightning.data.formats.mots_txt import (
     read_mots_txt,
     rle_to_mask,
 )
-from hvps_lightning.data.formats.step_png import read_step_png
-from hvps_lightning.data.specs import KITTI_STEP, SPECS, DatasetSpec, SplitSpec, get_spec
-from hvps_lightning.errors import HVPSError
+from hvps_lightning.formats.step_png import read_step_png
+from hvps_lightning.structures.specs import KITTI_STEP, SPECS, DatasetSpec, SplitSpec, get_spec
 
 __all__: list[str] = [
     "KITTI_MOTS_SPLITS",
@@ -307,7 +307,7 @@ def read_coco_labels(
             JSON), or it holds segment ids without a ``segments_info`` entry.
     """
     assert frame.coco is not None and frame.label is not None
-    from hvps_lightning.data.formats.coco_panoptic import read_panoptic_png
+    from hvps_lightning.formats.coco_panoptic import read_panoptic_png
 
     ids = read_panoptic_png(frame.label)
     _check_map_size(frame.label, ids.shape, image_shape, frame.image)

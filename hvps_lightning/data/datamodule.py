@@ -10,7 +10,7 @@
 
 so moving to the next stage is one config change (``stage`` and, for a non-default
 location, ``root``). ``dataset`` reads another dataset in the stage's label space through the
-class maps of :mod:`hvps_lightning.data.specs` (e.g. ``dataset: mots`` under ``mot_step``:
+class maps of :mod:`hvps_lightning.structures.specs` (e.g. ``dataset: mots`` under ``mot_step``:
 MOTS20 pedestrians become persons, everything else void).
 
 Batches follow ARCHITECTURE.md "Batches" exactly (:func:`collate_clips`). Training items
@@ -42,9 +42,9 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from hvps_lightning.data.datasets import ClipDataset, ClipMode
-from hvps_lightning.data.specs import DatasetSpec, get_spec, stage_spec
 from hvps_lightning.data.transforms import ClipTransform
 from hvps_lightning.errors import HVPSError
+from hvps_lightning.structures.specs import DatasetSpec, get_spec, stage_spec
 
 Stage = Literal["kitti_panoptic", "kitti_step", "mot_step"]
 DatasetName = Literal["kitti_panoptic", "kitti_step", "motchallenge_step", "mots"]
@@ -237,7 +237,7 @@ class HVPSDataModule(L.LightningDataModule):
         self.datasets: dict[str, ClipDataset] = {}
         # Fail fast on an impossible class mapping rather than in the first batch.
         if self.source_spec.name != self._spec.name:
-            from hvps_lightning.data.specs import class_map
+            from hvps_lightning.structures.specs import class_map
 
             class_map(self.source_spec.name, self._spec.name)
 

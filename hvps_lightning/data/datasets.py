@@ -13,7 +13,7 @@ image as a one-frame sequence: a clip repeats it ``clip_length`` times and the e
 differently augmented copies.
 
 Labels are converted from the dataset's own classes to ``label_spec``'s through
-:func:`hvps_lightning.data.specs.label_lut` (e.g. MOTS20 pedestrians -> MOTChallenge-STEP
+:func:`hvps_lightning.structures.specs.label_lut` (e.g. MOTS20 pedestrians -> MOTChallenge-STEP
 person, everything else void). Every file is checked when it is read, with the messages of
 ``hvps data check``.
 
@@ -43,8 +43,6 @@ from hvps_lightning.data.check import (
     read_image,
     scan_root,
 )
-from hvps_lightning.data.formats.mots_txt import MOTSObject
-from hvps_lightning.data.specs import DatasetSpec, SplitSpec, get_spec, label_lut
 from hvps_lightning.data.transforms import (
     ClipTransform,
     normalize_frames,
@@ -53,6 +51,8 @@ from hvps_lightning.data.transforms import (
     to_panoptic,
 )
 from hvps_lightning.errors import HVPSError
+from hvps_lightning.formats.mots_txt import MOTSObject
+from hvps_lightning.structures.specs import DatasetSpec, SplitSpec, get_spec, label_lut
 
 ClipMode = Literal["previous", "centred"]
 

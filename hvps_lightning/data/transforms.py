@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 import torch
 
-from hvps_lightning.data.specs import DatasetSpec
+from hvps_lightning.structures.specs import DatasetSpec
 
 #: ImageNet statistics used to normalise frames (the backbones are ImageNet-style).
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
@@ -203,6 +203,6 @@ def to_panoptic(semantic: np.ndarray, instance: np.ndarray, spec: DatasetSpec) -
 
 
 def remap_semantic(semantic: np.ndarray, lut: Sequence[int] | np.ndarray) -> np.ndarray:
-    """Map semantic ids through a 256-entry lookup table (:func:`hvps_lightning.data.specs.label_lut`)."""
+    """Map semantic ids through a 256-entry lookup table (``structures.specs.label_lut``)."""
     table = np.asarray(lut, dtype=np.int32)
     return table[np.clip(semantic, 0, len(table) - 1)]

@@ -1,7 +1,7 @@
 """Metrics: STQ (torchmetrics ``Metric`` + functional core) and MOTS metrics (sMOTSA, IDF1, HOTA).
 
 Kept free of Lightning so that sweeps and scripts use them directly; the Lightning-side
-logging helper lives in :mod:`hvps_lightning.metrics.logging`.
+logging helper lives in :mod:`hvps_lightning.lightning.metric_logging`.
 """
 
 from __future__ import annotations

@@ -35,7 +35,7 @@ went unmatched. motmetrics has no HOTA.
 
 Example:
     >>> import numpy as np
-    >>> from hvps_lightning.data.formats.mots_txt import MOTSObject, mask_to_rle
+    >>> from hvps_lightning.formats.mots_txt import MOTSObject, mask_to_rle
     >>> mask = np.zeros((4, 4), np.uint8); mask[:2, :2] = 1
     >>> gt = {"s": [MOTSObject(1, 2001, 2, mask_to_rle(mask))]}
     >>> result = evaluate_mots(gt, gt)
@@ -56,8 +56,8 @@ import numpy as np
 from pycocotools import mask as mask_utils
 from scipy.optimize import linear_sum_assignment
 
-from hvps_lightning.data.formats.mots_txt import PEDESTRIAN_CLASS, MOTSObject, check_no_overlap, read_mots_txt
 from hvps_lightning.errors import HVPSError, file_error
+from hvps_lightning.formats.mots_txt import PEDESTRIAN_CLASS, MOTSObject, check_no_overlap, read_mots_txt
 
 #: a match needs IoU >= MATCH_THRESHOLD (0.5 itself matches).
 MATCH_THRESHOLD = 0.5

@@ -16,8 +16,8 @@ import lightning as L
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 
-from hvps_lightning.data.specs import DatasetSpec, get_spec
 from hvps_lightning.errors import HVPSError
+from hvps_lightning.structures.specs import DatasetSpec, get_spec
 
 #: schedulers whose sizes PyTorch counts in optimiser steps (batches): stepped every step, not every epoch
 PER_STEP_SCHEDULERS: tuple[type, ...] = (

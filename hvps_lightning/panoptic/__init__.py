@@ -1,4 +1,4 @@
-"""Panoptic fusion of semantic maps and tracked instances into STEP output, and the semantic cache."""
+"""Panoptic fusion of semantic maps and tracked instances into STEP output."""
 
 from hvps_lightning.panoptic.fusion import (
     DEFAULT_UNCOVERED,
@@ -8,12 +8,6 @@ from hvps_lightning.panoptic.fusion import (
     fuse_panoptic,
     fuse_sequence,
 )
-from hvps_lightning.panoptic.semantic_cache import (
-    list_cached_frames,
-    read_probabilities,
-    read_semantic_map,
-    write_semantic_map,
-)
 
 __all__ = [
     "DEFAULT_UNCOVERED",
@@ -22,8 +16,4 @@ __all__ = [
     "as_panoptic_instance",
     "fuse_panoptic",
     "fuse_sequence",
-    "list_cached_frames",
-    "read_probabilities",
-    "read_semantic_map",
-    "write_semantic_map",
 ]

@@ -28,7 +28,7 @@ object with ``track_id``, ``label``, ``score`` and ``rle`` or ``mask`` attribute
 
 Example:
     >>> import numpy as np
-    >>> from hvps_lightning.data.specs import get_spec
+    >>> from hvps_lightning.structures.specs import get_spec
     >>> spec = get_spec("motchallenge_step")
     >>> semantic = np.array([[0, 4, 4, 4]])
     >>> mask = np.array([[False, True, True, False]])
@@ -49,10 +49,10 @@ import numpy as np
 from pycocotools import mask as mask_utils
 from scipy import ndimage
 
-from hvps_lightning.data.formats import write_step_png
-from hvps_lightning.data.specs import DatasetSpec, get_spec
 from hvps_lightning.errors import HVPSError
-from hvps_lightning.panoptic.semantic_cache import read_probabilities, read_semantic_map
+from hvps_lightning.formats import write_step_png
+from hvps_lightning.formats.semantic_cache import read_probabilities, read_semantic_map
+from hvps_lightning.structures.specs import DatasetSpec, get_spec
 
 UncoveredRule = Literal["void", "stuff", "crowd"]
 UNCOVERED_RULES: tuple[str, ...] = ("void", "stuff", "crowd")

@@ -7,7 +7,7 @@
 * :mod:`~hvps_lightning.sweeps.objective`: one trial = tracker over the cache + the metric.
 * :mod:`~hvps_lightning.sweeps.outputs`: best.yaml, trials.csv, summary.json, plots.
 * :mod:`~hvps_lightning.sweeps.wandb_log` / :mod:`~hvps_lightning.sweeps.wandb_export`: W&B.
-* :mod:`~hvps_lightning.sweeps.cli`: ``hvps sweep tracker`` and ``hvps sweep trial``.
+* :mod:`~hvps_lightning.cli.sweep`: ``hvps sweep tracker`` and ``hvps sweep trial``.
 
 Submodules are imported on use so that ``import hvps_lightning.sweeps`` stays light.
 """

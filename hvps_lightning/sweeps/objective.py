@@ -38,8 +38,8 @@ from typing import Any
 
 import numpy as np
 
-from hvps_lightning.data.specs import DatasetSpec, get_spec
 from hvps_lightning.errors import HVPSError
+from hvps_lightning.structures.specs import DatasetSpec, get_spec
 
 OBJECTIVE_KINDS = {"stq": "panoptic", "aq": "panoptic", "idf1": "mots", "smotsa": "mots"}
 #: objective name -> key of evaluate_mots's combined result
@@ -180,13 +180,13 @@ def _as_target(semantic: np.ndarray, instance: np.ndarray) -> np.ndarray:
 
 
 def _read_step(path: Path) -> np.ndarray:
-    from hvps_lightning.data.formats import read_step_png
+    from hvps_lightning.formats import read_step_png
 
     return _as_target(*read_step_png(path))
 
 
 def _read_semantic(path: Path) -> np.ndarray:
-    from hvps_lightning.panoptic.semantic_cache import read_semantic_map
+    from hvps_lightning.formats.semantic_cache import read_semantic_map
 
     return read_semantic_map(path.parent.parent, path.parent.name, path.stem)
 
@@ -215,7 +215,11 @@ def load_sweep_data(
     Raises:
         HVPSError: naming the argument or file when an input is missing or inconsistent.
     """
-    from hvps_lightning.tracking.cache import cache_dataset, list_cached_sequences, read_detection_cache
+    from hvps_lightning.formats.detection_cache import (
+        cache_dataset,
+        list_cached_sequences,
+        read_detection_cache,
+    )
 
     if objective not in OBJECTIVE_KINDS:
         raise HVPSError(f"--objective {objective}: expected one of {', '.join(OBJECTIVE_KINDS)}")
@@ -253,8 +257,8 @@ def load_sweep_data(
                 seq.semantic = _Frames(sem_paths, _read_semantic, keep)
             _check_sizes(seq)
     else:
-        from hvps_lightning.data.formats import read_mots_txt
-        from hvps_lightning.tracking.outputs import frame_numbers
+        from hvps_lightning.formats import read_mots_txt
+        from hvps_lightning.formats.tracked import frame_numbers
 
         for seq in sequences:
             if not all(frame.isdigit() for frame in seq.frame_names):
@@ -326,8 +330,8 @@ def _panoptic_metrics(data: SweepData, tracks: Mapping[str, list[list[Any]]]) ->
 
 
 def _mots_metrics(data: SweepData, tracks: Mapping[str, list[list[Any]]]) -> dict[str, float]:
+    from hvps_lightning.formats.tracked import mots_objects
     from hvps_lightning.metrics.mots import evaluate_mots
-    from hvps_lightning.tracking.outputs import mots_objects
 
     # the MOTS objects `hvps track` writes (ids MOTS class * 1000 + track id, frame = int(name))
     gt = {seq.name: seq.gt_mots for seq in data.sequences}

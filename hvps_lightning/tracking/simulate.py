@@ -2,7 +2,7 @@
 
 A tracker can be exercised without a network: :func:`simulate_detections` turns ground-truth
 objects (:class:`GTFrame`, from MOTS txt with :func:`gt_frames_from_mots` or drawn by
-:func:`moving_objects_gt`) into :class:`~hvps_lightning.tracking.detections.FrameDetections`
+:func:`moving_objects_gt`) into :class:`~hvps_lightning.structures.detections.FrameDetections`
 the way a detector errs: boxes jittered, detections dropped, masks eroded, scores drawn at
 random, and an embedding per detection that is a per-identity prototype plus noise (so
 appearances of different identities differ, and of one identity vary). Everything is seeded.
@@ -24,8 +24,8 @@ import numpy as np
 from pycocotools import mask as mask_utils
 from scipy import ndimage
 
-from hvps_lightning.tracking.detections import FrameDetections
-from hvps_lightning.tracking.rle import from_coco, to_coco
+from hvps_lightning.structures.detections import FrameDetections
+from hvps_lightning.structures.masks import from_coco, to_coco
 
 #: the person class of MOTChallenge-STEP, the default label of simulated objects.
 PERSON_LABEL = 4

@@ -27,7 +27,7 @@ One :meth:`Tracker.update` per frame:
    or ``short_term_frames`` when re-ID is off).
 6. **Output**: one :class:`TrackedObject` per confirmed track matched in this frame. Masks are
    made disjoint (a pixel claimed by several goes to the highest score) on the RLEs, without
-   decoding them (:func:`~hvps_lightning.tracking.rle.resolve_overlaps`).
+   decoding them (:func:`~hvps_lightning.structures.masks.resolve_overlaps`).
 
 Tentative tracks are not output by :meth:`Tracker.update` (an online tracker cannot know
 whether they will survive). Their detections are kept, and when a track is confirmed they
@@ -69,9 +69,9 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from hvps_lightning.errors import HVPSError
+from hvps_lightning.structures.detections import FrameDetections
+from hvps_lightning.structures.masks import resolve_overlaps
 from hvps_lightning.tracking.config import TrackerConfig
-from hvps_lightning.tracking.detections import FrameDetections
-from hvps_lightning.tracking.rle import resolve_overlaps
 
 __all__ = ["TrackedObject", "Tracker", "TrackerConfig", "track_sequence"]
 

@@ -18,7 +18,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from hvps_lightning.data.specs import DatasetSpec, get_spec
+from hvps_lightning.structures.specs import DatasetSpec, get_spec
 
 _GOLDEN = 0.6180339887498949
 

@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from hvps_lightning.data.specs import DatasetSpec, get_spec
+from hvps_lightning.structures.specs import DatasetSpec, get_spec
 from hvps_lightning.viz.colors import class_lut, track_color
 
 _BOUNDARY = np.array([255, 255, 255], np.uint8)

@@ -14,7 +14,8 @@ import pytest
 from hvps_lightning.cli import main
 from hvps_lightning.data.check import check_dataset, scan_root
 from hvps_lightning.data.datasets import ClipDataset
-from hvps_lightning.data.formats import (
+from hvps_lightning.errors import HVPSError
+from hvps_lightning.formats import (
     IGNORE_CLASS,
     IGNORE_ID,
     MOTSObject,
@@ -24,7 +25,6 @@ from hvps_lightning.data.formats import (
     write_png,
     write_step_png,
 )
-from hvps_lightning.errors import HVPSError
 
 
 def run_check(dataset: str, root: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:

@@ -16,9 +16,9 @@ from hvps_lightning.data.datasets import (
     clip_frame_indices,
     clip_offsets,
 )
-from hvps_lightning.data.formats import read_step_png, write_step_png
 from hvps_lightning.data.transforms import ClipTransform
 from hvps_lightning.errors import HVPSError
+from hvps_lightning.formats import read_step_png, write_step_png
 
 
 # ---------------------------------------------------------------------------- windows
@@ -188,7 +188,7 @@ def test_kitti_panoptic_clip_repeats_the_image_and_views_differ(synth_kitti_pano
 
 
 def test_kitti_panoptic_labels_match_the_json(synth_kitti_panoptic_root: Path) -> None:
-    from hvps_lightning.data.formats import read_coco_panoptic
+    from hvps_lightning.formats import read_coco_panoptic
 
     coco = read_coco_panoptic(
         synth_kitti_panoptic_root / "training/annotations.json",

@@ -13,8 +13,8 @@ from hvps_lightning.cli import main
 from hvps_lightning.data.check import check_dataset, mots_layout
 from hvps_lightning.data.datamodule import HVPSDataModule
 from hvps_lightning.data.datasets import ClipDataset
-from hvps_lightning.data.formats import MOTSObject, mask_to_rle, read_mots_txt, rle_to_mask, write_mots_txt
 from hvps_lightning.errors import HVPSError
+from hvps_lightning.formats import MOTSObject, mask_to_rle, read_mots_txt, rle_to_mask, write_mots_txt
 
 
 def make_mots20(step_root: Path, out: Path) -> Path:

@@ -11,7 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from hvps_lightning.data.formats import (
+from hvps_lightning.errors import HVPSError
+from hvps_lightning.formats import (
     MOTSObject,
     PanopticImage,
     category_to_class,
@@ -31,7 +32,6 @@ from hvps_lightning.data.formats import (
     write_mots_txt,
     write_step_png,
 )
-from hvps_lightning.errors import HVPSError
 
 SETTINGS = settings(
     max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]

@@ -12,7 +12,16 @@ import numpy as np
 import pytest
 
 from hvps_lightning.cli import main
-from hvps_lightning.data.formats import (
+from hvps_lightning.data.synthetic.generate import (
+    CITYSCAPES_LABEL_IDS,
+    MANIFEST,
+    generate_dataset,
+    plan_sequences,
+    sequence_rng,
+)
+from hvps_lightning.data.synthetic.scene import PRESETS, StreetScene
+from hvps_lightning.errors import HVPSError
+from hvps_lightning.formats import (
     check_no_overlap,
     read_coco_panoptic,
     read_mots_txt,
@@ -20,16 +29,7 @@ from hvps_lightning.data.formats import (
     read_step_png,
     rgb_to_id,
 )
-from hvps_lightning.data.specs import get_spec
-from hvps_lightning.data.synthetic import (
-    CITYSCAPES_LABEL_IDS,
-    MANIFEST,
-    generate_dataset,
-    plan_sequences,
-    sequence_rng,
-)
-from hvps_lightning.data.synthetic_scene import PRESETS, StreetScene
-from hvps_lightning.errors import HVPSError
+from hvps_lightning.structures.specs import get_spec
 
 TINY = {"height": 64, "width": 96, "progress": False}
 

@@ -10,8 +10,6 @@ import torch
 from scipy.ndimage import binary_dilation, binary_erosion
 
 from hvps_lightning.data.check import read_image
-from hvps_lightning.data.formats import read_step_png
-from hvps_lightning.data.specs import get_spec
 from hvps_lightning.data.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -22,6 +20,8 @@ from hvps_lightning.data.transforms import (
     panoptic_targets,
     to_panoptic,
 )
+from hvps_lightning.formats import read_step_png
+from hvps_lightning.structures.specs import get_spec
 
 MOT = get_spec("motchallenge_step")
 IGNORE = MOT.ignore_label * MOT.label_divisor

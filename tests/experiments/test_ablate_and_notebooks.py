@@ -11,9 +11,9 @@ import pytest
 from nbclient import NotebookClient
 
 from hvps_lightning.cli import main
-from hvps_lightning.experiments.ablate import METRICS, TRACKER_VARIANTS
-from hvps_lightning.experiments.pipeline import experiments_dir
-from hvps_lightning.loggers import find_offline_runs, read_offline_run
+from hvps_lightning.cli.ablate import METRICS, TRACKER_VARIANTS
+from hvps_lightning.cli.pipeline import experiments_dir
+from hvps_lightning.lightning.wandb import find_offline_runs, read_offline_run
 
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 

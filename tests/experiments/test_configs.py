@@ -14,8 +14,8 @@ import pytest
 import yaml
 
 from hvps_lightning.cli import main
-from hvps_lightning.experiments.pipeline import STAGE_PRESETS, experiments_dir, last_checkpoint
-from hvps_lightning.tracking.cache import list_cached_sequences
+from hvps_lightning.cli.pipeline import STAGE_PRESETS, experiments_dir, last_checkpoint
+from hvps_lightning.formats.detection_cache import list_cached_sequences
 
 EXPERIMENTS = experiments_dir()
 LIGHTNING_YAMLS = sorted(

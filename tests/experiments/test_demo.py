@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from hvps_lightning.cli import main
-from hvps_lightning.data.formats import read_mots_txt, read_step_png
-from hvps_lightning.experiments.pipeline import fresh_output_dir
+from hvps_lightning.cli.pipeline import fresh_output_dir
+from hvps_lightning.formats import read_mots_txt, read_step_png
 
 
 @pytest.mark.slow

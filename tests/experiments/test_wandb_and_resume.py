@@ -14,9 +14,9 @@ import torch
 import yaml
 
 from hvps_lightning.cli import main
-from hvps_lightning.experiments.pipeline import experiments_dir
-from hvps_lightning.lightning_cli import run_lightning_cli
-from hvps_lightning.loggers import find_offline_runs, read_offline_run
+from hvps_lightning.cli.pipeline import experiments_dir
+from hvps_lightning.lightning.cli import run_lightning_cli
+from hvps_lightning.lightning.wandb import find_offline_runs, read_offline_run
 
 EXPERIMENTS = experiments_dir()
 SEMANTIC = ["--config", str(EXPERIMENTS / "stages/mot_step/semantic.yaml"),
@@ -76,7 +76,7 @@ def test_killed_fit_resumes_with_ckpt_path_last(synth_mot_step_root: Path, tmp_p
     # checkpoint every 2 steps so that a kill mid-epoch leaves a last.ckpt behind
     override = tmp_path / "often.yaml"
     override.write_text(yaml.safe_dump({"trainer": {"callbacks": [{
-        "class_path": "hvps_lightning.callbacks.RunCheckpoint",
+        "class_path": "hvps_lightning.lightning.checkpoint.RunCheckpoint",
         "init_args": {"save_last": True, "every_n_train_steps": 2, "save_top_k": 0}}]}}))  # fmt: skip
     args = ["fit", *SEMANTIC, "--config", str(override), *common(synth_mot_step_root, tmp_path),
             "--data.init_args.batch_size", "1", "--model.init_args.lr_scheduler.init_args.total_steps", "400",

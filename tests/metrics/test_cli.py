@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from hvps_lightning.cli import main
-from hvps_lightning.data.formats.mots_txt import MOTSObject, mask_to_rle, write_mots_txt
-from hvps_lightning.data.formats.step_png import write_step_png
+from hvps_lightning.formats.mots_txt import MOTSObject, mask_to_rle, write_mots_txt
+from hvps_lightning.formats.step_png import write_step_png
 from hvps_lightning.metrics import STQ
 
 PERSON = 4  # motchallenge_step

@@ -11,8 +11,8 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from hvps_lightning.lightning.metric_logging import log_stq, stq_log_dict
 from hvps_lightning.metrics import STQ
-from hvps_lightning.metrics.logging import log_stq, stq_log_dict
 
 RESULTS = {
     "stq": 0.6,

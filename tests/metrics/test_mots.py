@@ -6,8 +6,8 @@ import motmetrics
 import numpy as np
 import pytest
 
-from hvps_lightning.data.formats.mots_txt import MOTSObject, mask_to_rle
 from hvps_lightning.errors import HVPSError
+from hvps_lightning.formats.mots_txt import MOTSObject, mask_to_rle
 from hvps_lightning.metrics.mots import (
     HOTA_ALPHAS,
     MOTS_METRIC_KEYS,

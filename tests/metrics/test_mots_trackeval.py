@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hvps_lightning.data.formats.mots_txt import MOTSObject, mask_to_rle, write_mots_txt
+from hvps_lightning.formats.mots_txt import MOTSObject, mask_to_rle, write_mots_txt
 from hvps_lightning.metrics.mots import evaluate_mots_folders
 
 trackeval = pytest.importorskip("trackeval")

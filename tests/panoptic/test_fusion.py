@@ -5,16 +5,16 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from hvps_lightning.data.formats import mask_to_rle, read_step_png
-from hvps_lightning.data.specs import get_spec
 from hvps_lightning.errors import HVPSError
+from hvps_lightning.formats import mask_to_rle, read_step_png
+from hvps_lightning.formats.semantic_cache import write_semantic_map
 from hvps_lightning.panoptic import (
     DEFAULT_UNCOVERED,
     PanopticInstance,
     fuse_panoptic,
     fuse_sequence,
-    write_semantic_map,
 )
+from hvps_lightning.structures.specs import get_spec
 from hvps_lightning.tracking.tracker import TrackedObject  # the tracker's output type
 
 SPEC = get_spec("motchallenge_step")  # 0 sidewalk 1 building 2 vegetation 3 sky 4 person* 5 rider 6 bicycle

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from hvps_lightning.errors import HVPSError
-from hvps_lightning.panoptic.semantic_cache import (
+from hvps_lightning.formats.semantic_cache import (
     list_cached_frames,
     probabilities_path,
     read_probabilities,

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from hvps_lightning.sweeps.cli import run_tracker_sweep
+from hvps_lightning.cli.sweep import run_tracker_sweep
 from hvps_lightning.sweeps.study import open_study
 from hvps_lightning.sweeps.wandb_log import resolve_wandb_mode
 from hvps_lightning.tracking.config import TrackerConfig

@@ -9,7 +9,7 @@ import yaml
 from wandb.sdk.launch.sweeps.utils import create_sweep_command_args
 
 from hvps_lightning.cli import main
-from hvps_lightning.sweeps.cli import build_parser
+from hvps_lightning.cli.sweep import build_parser
 from hvps_lightning.tracking.config import TrackerConfig
 
 W_AND_B_DISTRIBUTIONS = {"uniform", "log_uniform_values", "int_uniform", "q_log_uniform_values"}

@@ -9,16 +9,16 @@ import pytest
 import torch
 
 from hvps_lightning.errors import HVPSError
-from hvps_lightning.tracking.cache import (
-    DetectionCacheWriter,
+from hvps_lightning.formats.detection_cache import (
     cache_paths,
     list_cached_sequences,
     read_detection_cache,
     read_detection_cache_dir,
     write_detection_cache,
 )
-from hvps_lightning.tracking.collect import SequenceCollector, frame_sort_key
-from hvps_lightning.tracking.detections import FrameDetections
+from hvps_lightning.lightning.collect import SequenceCollector, frame_sort_key
+from hvps_lightning.lightning.writers import DetectionCacheWriter
+from hvps_lightning.structures.detections import FrameDetections
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 

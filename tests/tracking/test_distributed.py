@@ -15,8 +15,8 @@ import json, sys
 from pathlib import Path
 from types import SimpleNamespace
 import torch.distributed as dist
-from hvps_lightning.tracking.collect import SequenceCollector
-from hvps_lightning.tracking.detections import FrameDetections
+from hvps_lightning.lightning.collect import SequenceCollector
+from hvps_lightning.structures.detections import FrameDetections
 
 rank, world_size, folder = int(sys.argv[1]), 2, sys.argv[2]
 dist.init_process_group("gloo", init_method=f"file://{folder}/store", rank=rank, world_size=world_size)
@@ -55,8 +55,8 @@ import lightning as L
 import numpy as np
 import torch
 from hvps_lightning.data.datamodule import HVPSDataModule
-from hvps_lightning.data.specs import get_spec
-from hvps_lightning.tracking.callback import OfflineTrackerCallback
+from hvps_lightning.structures.specs import get_spec
+from hvps_lightning.lightning.tracker_callback import OfflineTrackerCallback
 from hvps_lightning.tracking.simulate import encode_mask, make_frame
 
 root, out = sys.argv[1], sys.argv[2]

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from pycocotools import mask as mask_utils
 
-from hvps_lightning.tracking.rle import (
+from hvps_lightning.structures.masks import (
     complement_counts,
     decode_counts,
     encode_counts,

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hvps_lightning.data.formats import MOTSObject, mask_to_rle
+from hvps_lightning.formats import MOTSObject, mask_to_rle
 from hvps_lightning.tracking.simulate import (
     decode_mask,
     gt_frames_from_mots,

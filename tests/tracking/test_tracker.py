@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from hvps_lightning.errors import HVPSError
-from hvps_lightning.tracking.detections import FrameDetections
+from hvps_lightning.structures.detections import FrameDetections
 from hvps_lightning.tracking.simulate import (
     decode_mask,
     make_frame,

@@ -9,15 +9,17 @@ import numpy as np
 import pytest
 
 from hvps_lightning.errors import HVPSError
-from hvps_lightning.tracking.simulate import encode_mask
-from hvps_lightning.tracking.tracker import TrackedObject
-from hvps_lightning.viz import (
+from hvps_lightning.lightning.image_logging import (
     NoOpImageLogger,
     TensorBoardImageLogger,
     WandbImageLogger,
+    image_logger_for,
+)
+from hvps_lightning.tracking.simulate import encode_mask
+from hvps_lightning.tracking.tracker import TrackedObject
+from hvps_lightning.viz import (
     class_colors,
     colorize_panoptic,
-    image_logger_for,
     overlay_panoptic,
     overlay_tracks,
     track_color,
@@ -132,7 +134,7 @@ def test_image_loggers(tmp_path: Path) -> None:
 
 
 def test_wandb_logger_is_recognised(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from hvps_lightning.loggers import HVPSWandbLogger
+    from hvps_lightning.lightning.wandb import HVPSWandbLogger
 
     monkeypatch.setenv("WANDB_MODE", "disabled")
     wrapped = image_logger_for([HVPSWandbLogger(mode="disabled", save_dir=str(tmp_path))])

@@ -41,13 +41,13 @@ from pycocotools import mask as mask_utils
 from torch import Tensor
 from torchmetrics.detection import MeanAveragePrecision
 
-from hvps_lightning.data.specs import DatasetSpec, class_map
 from hvps_lightning.errors import HVPSError
 from hvps_lightning.models.base import BaseTask, _default_optimizer
 from hvps_lightning.models.mots.torch_model import Backbone, BackboneNorm, MOTSNet, Pretrained, StreamingMOTS
 from hvps_lightning.models.mots.weights import load_with_class_rows, strip_prefix
-from hvps_lightning.tracking.detections import FrameDetections
-from hvps_lightning.tracking.rle import from_coco
+from hvps_lightning.structures.detections import FrameDetections
+from hvps_lightning.structures.masks import from_coco
+from hvps_lightning.structures.specs import DatasetSpec, class_map
 
 #: the losses MOTSNet returns (each logged as train/<name>)
 LOSS_NAMES: tuple[str, ...] = (

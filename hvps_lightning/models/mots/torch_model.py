@@ -58,7 +58,6 @@ from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import MultiScaleRoIAlign, box_iou
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-from hvps_lightning.data.specs import DatasetSpec, get_spec
 from hvps_lightning.errors import HVPSError
 from hvps_lightning.models.mots.attention import TemporalAttention
 from hvps_lightning.models.mots.losses import (
@@ -73,6 +72,7 @@ from hvps_lightning.models.mots.weights import (
     read_state_file,
     upgrade_legacy_keys,
 )
+from hvps_lightning.structures.specs import DatasetSpec, get_spec
 
 Backbone = Literal["resnet18", "resnet34", "resnet50", "resnet101"]
 Pretrained = Literal["none", "imagenet", "coco"]

@@ -36,11 +36,11 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from segmentation_models_pytorch.losses import DiceLoss, LovaszLoss
 from torchmetrics.classification import MulticlassJaccardIndex
 
-from hvps_lightning.data.specs import DatasetSpec, class_map
 from hvps_lightning.errors import HVPSError
+from hvps_lightning.formats.semantic_cache import write_semantic_map
 from hvps_lightning.models.base import BaseTask, _default_optimizer
 from hvps_lightning.models.semantic.torch_model import EFFICIENTPS, SemanticNet
-from hvps_lightning.panoptic.semantic_cache import write_semantic_map
+from hvps_lightning.structures.specs import DatasetSpec, class_map
 
 log = logging.getLogger(__name__)
 
@@ -357,7 +357,7 @@ class SemanticCacheWriter(BasePredictionWriter):
 
     Files: ``<output_dir>/<seq>/<frame>.png`` (8-bit class ids, written atomically) and, for
     items that carry probabilities, ``<seq>/<frame>.probs.npz`` (uint8-quantised softmax, see
-    ``hvps_lightning.panoptic.semantic_cache``).
+    ``hvps_lightning.formats.semantic_cache``).
 
     Args:
         output_dir: the cache root.

@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader
 from hvps_lightning.errors import HVPSError
 from hvps_lightning.models.base import load_checkpoint_file
 from hvps_lightning.models.mots import MOTSModule, MOTSNet
-from hvps_lightning.tracking.detections import FrameDetections
+from hvps_lightning.structures.detections import FrameDetections
 
 
 def _module(tiny_net: dict[str, Any], seed: int = 0, **kwargs: Any) -> MOTSModule:

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from hvps_lightning.cli import main
-from hvps_lightning.lightning_cli import run_lightning_cli
+from hvps_lightning.formats.semantic_cache import read_probabilities, read_semantic_map
+from hvps_lightning.lightning.cli import run_lightning_cli
 from hvps_lightning.models.semantic import SemanticModule
-from hvps_lightning.panoptic.semantic_cache import read_probabilities, read_semantic_map
 
 MODEL = "hvps_lightning.models.semantic.SemanticModule"
 DATA = "hvps_lightning.data.datamodule.HVPSDataModule"

@@ -7,10 +7,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hvps_lightning.data.specs import get_spec
 from hvps_lightning.errors import HVPSError
+from hvps_lightning.formats.semantic_cache import read_probabilities, read_semantic_map
 from hvps_lightning.models.semantic import SemanticCacheWriter, SemanticModule
-from hvps_lightning.panoptic.semantic_cache import read_probabilities, read_semantic_map
+from hvps_lightning.structures.specs import get_spec
 
 TINY = {"fpn_channels": 16, "head_channels": 8}
 

@@ -4,8 +4,7 @@ Every writer writes a temporary file and renames it, so files appear whole or no
 every reader raises :class:`~hvps_lightning.errors.HVPSError` naming the file when it is bad.
 """
 
-from hvps_lightning.data.formats._png import read_png, write_png
-from hvps_lightning.data.formats.coco_panoptic import (
+from hvps_lightning.formats.coco_panoptic import (
     COCO_PANOPTIC_LAYOUT,
     CocoPanoptic,
     PanopticImage,
@@ -21,7 +20,7 @@ from hvps_lightning.data.formats.coco_panoptic import (
     write_coco_panoptic_json,
     write_panoptic_png,
 )
-from hvps_lightning.data.formats.mots_txt import (
+from hvps_lightning.formats.mots_txt import (
     IGNORE_CLASS,
     IGNORE_ID,
     MOTSObject,
@@ -32,7 +31,8 @@ from hvps_lightning.data.formats.mots_txt import (
     rle_to_mask,
     write_mots_txt,
 )
-from hvps_lightning.data.formats.step_png import decode_step, encode_step, read_step_png, write_step_png
+from hvps_lightning.formats.png import read_png, write_png
+from hvps_lightning.formats.step_png import decode_step, encode_step, read_step_png, write_step_png
 
 __all__ = [
     "COCO_PANOPTIC_LAYOUT",

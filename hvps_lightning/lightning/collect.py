@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from hvps_lightning.errors import HVPSError
-from hvps_lightning.tracking.detections import FrameDetections
+from hvps_lightning.structures.detections import FrameDetections
 
 
 def frame_sort_key(name: str) -> tuple[float, str]:
@@ -32,7 +32,7 @@ class SequenceCollector:
     """Accumulates ``(sequence, FrameDetections)`` pairs; groups them per sequence on rank 0.
 
     Example:
-        >>> from hvps_lightning.tracking.detections import FrameDetections
+        >>> from hvps_lightning.structures.detections import FrameDetections
         >>> collector = SequenceCollector()
         >>> collector.add([("0002", FrameDetections.empty("000001", (4, 4))),
         ...                ("0002", FrameDetections.empty("000000", (4, 4)))])

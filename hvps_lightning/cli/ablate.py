@@ -24,8 +24,7 @@ from typing import Any
 
 from jsonargparse import ArgumentParser, Namespace
 
-from hvps_lightning.errors import HVPSError
-from hvps_lightning.experiments.pipeline import (
+from hvps_lightning.cli.pipeline import (
     GT_FOLDER,
     VAL_SEQUENCE,
     CommandRunner,
@@ -37,6 +36,7 @@ from hvps_lightning.experiments.pipeline import (
     read_json,
     synth_sequences,
 )
+from hvps_lightning.errors import HVPSError
 from hvps_lightning.io import atomic_open, atomic_path
 
 TA_SA_VARIANTS: tuple[tuple[bool, bool], ...] = ((True, True), (True, False), (False, True), (False, False))
@@ -170,8 +170,8 @@ def _slug(label: str) -> str:
 
 def write_gt_semantic(root: Path, directory: Path) -> Path:
     """Write the val sequence's ground-truth semantic maps as a semantic cache (for AQ-only fusion)."""
-    from hvps_lightning.data.formats.step_png import read_step_png
-    from hvps_lightning.panoptic.semantic_cache import write_semantic_map
+    from hvps_lightning.formats.semantic_cache import write_semantic_map
+    from hvps_lightning.formats.step_png import read_step_png
 
     pngs = sorted((root / "panoptic_maps" / GT_FOLDER / VAL_SEQUENCE).glob("*.png"))
     if not pngs:
@@ -297,7 +297,7 @@ def log_to_wandb(out: Path, rows: list[dict[str, Any]], group: str, mode: str) -
     """One finished W&B run per evaluated row, all in the ablation's group, plus the table and plot."""
     import wandb
 
-    from hvps_lightning.loggers import resolve_wandb_mode
+    from hvps_lightning.lightning.wandb import resolve_wandb_mode
 
     resolved = resolve_wandb_mode(mode)  # type: ignore[arg-type]
     os.makedirs(out / "wandb", exist_ok=True)

@@ -111,7 +111,7 @@ def _step_options(options: Namespace) -> dict[str, Any]:
     if options.dataset is not None:
         if any(explicit):
             raise HVPSError("--dataset cannot be combined with --num-classes/--things/--ignore-label")
-        from hvps_lightning.data.specs import get_spec
+        from hvps_lightning.structures.specs import get_spec
 
         spec = get_spec(options.dataset)
         return {
@@ -195,7 +195,7 @@ def evaluate_step_folders(
     """
     import torch
 
-    from hvps_lightning.data.formats.step_png import read_step_png
+    from hvps_lightning.formats.step_png import read_step_png
     from hvps_lightning.metrics.functional_stq import STQInputError
     from hvps_lightning.metrics.stq import STQ
 

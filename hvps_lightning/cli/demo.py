@@ -25,7 +25,7 @@ from typing import Any
 
 from jsonargparse import ArgumentParser, Namespace
 
-from hvps_lightning.experiments.pipeline import (
+from hvps_lightning.cli.pipeline import (
     GT_FOLDER,
     STAGE_PRESETS,
     VAL_SEQUENCE,
@@ -196,7 +196,7 @@ def log_results_to_wandb(out: Path, results: dict[str, Any], gifs: dict[str, Pat
     """One W&B run with the final metrics, per-class IoU and the overlay GIFs."""
     import wandb
 
-    from hvps_lightning.loggers import resolve_wandb_mode
+    from hvps_lightning.lightning.wandb import resolve_wandb_mode
 
     resolved = resolve_wandb_mode(mode)  # type: ignore[arg-type]
     os.makedirs(out / "wandb", exist_ok=True)

@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from hvps_lightning.data.formats import IGNORE_CLASS, IGNORE_ID, MOTSObject, mask_to_rle, read_step_png
-from hvps_lightning.data.specs import DatasetSpec, get_spec, label_lut
 from hvps_lightning.errors import HVPSError
+from hvps_lightning.formats import IGNORE_CLASS, IGNORE_ID, MOTSObject, mask_to_rle, read_step_png
+from hvps_lightning.structures.specs import DatasetSpec, get_spec, label_lut
 
 
 class GroundTruthSource:

@@ -28,8 +28,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from hvps_lightning.data.formats import read_png, write_png
 from hvps_lightning.errors import HVPSError, file_error
+from hvps_lightning.formats import read_png, write_png
 from hvps_lightning.io import atomic_path
 
 PROBABILITY_SUFFIX = ".probs.npz"

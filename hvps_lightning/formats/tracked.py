@@ -16,8 +16,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from hvps_lightning.data.formats import MOTSObject, write_mots_txt
-from hvps_lightning.data.specs import DatasetSpec, get_spec
+from hvps_lightning.formats import MOTSObject, write_mots_txt
+from hvps_lightning.structures.specs import DatasetSpec, get_spec
 from hvps_lightning.tracking.tracker import TrackedObject
 
 MOTS_DIR = "mots"

@@ -11,7 +11,7 @@ Example (YAML for ``hvps predict``)::
 
     trainer:
       callbacks:
-        - class_path: hvps_lightning.tracking.cache.DetectionCacheWriter
+        - class_path: hvps_lightning.lightning.writers.DetectionCacheWriter
           init_args: {output_dir: cache/detections}
 """
 
@@ -23,8 +23,8 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.callbacks import BasePredictionWriter
 
-from hvps_lightning.tracking.cache import json_safe, write_detection_cache
-from hvps_lightning.tracking.collect import SequenceCollector
+from hvps_lightning.formats.detection_cache import json_safe, write_detection_cache
+from hvps_lightning.lightning.collect import SequenceCollector
 
 
 def model_metadata(trainer: L.Trainer | None, pl_module: L.LightningModule) -> dict[str, Any]:

@@ -52,7 +52,9 @@ import numpy as np
 from jsonargparse import ArgumentParser, Namespace
 from tqdm import tqdm
 
-from hvps_lightning.data.formats import (
+from hvps_lightning.data.synthetic.scene import PRESETS, VOID, ScenePreset, StreetScene, SynthFrame
+from hvps_lightning.errors import HVPSError
+from hvps_lightning.formats import (
     COCO_PANOPTIC_LAYOUT,
     IGNORE_CLASS,
     IGNORE_ID,
@@ -66,10 +68,8 @@ from hvps_lightning.data.formats import (
     write_png,
     write_step_png,
 )
-from hvps_lightning.data.specs import CITYSCAPES_CLASSES, CITYSCAPES_COLORS, DatasetSpec, get_spec
-from hvps_lightning.data.synthetic_scene import PRESETS, VOID, ScenePreset, StreetScene, SynthFrame
-from hvps_lightning.errors import HVPSError
 from hvps_lightning.io import write_json
+from hvps_lightning.structures.specs import CITYSCAPES_CLASSES, CITYSCAPES_COLORS, DatasetSpec, get_spec
 
 MANIFEST = "hvps_synth.json"
 GENERATOR = "hvps synth"

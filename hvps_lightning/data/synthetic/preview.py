@@ -1,6 +1,6 @@
 """The README picture of ``hvps synth``: a generated frame next to its panoptic overlay.
 
-Regenerate it with ``python -m hvps_lightning.data.synthetic_preview docs/images/synth_frame.png``.
+Regenerate it with ``python -m hvps_lightning.data.synthetic.preview docs/images/synth_frame.png``.
 """
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from hvps_lightning.data.specs import get_spec
-from hvps_lightning.data.synthetic import sequence_rng
-from hvps_lightning.data.synthetic_scene import PRESETS, VOID, SynthFrame, render_sequence
+from hvps_lightning.data.synthetic.generate import sequence_rng
+from hvps_lightning.data.synthetic.scene import PRESETS, VOID, SynthFrame, render_sequence
 from hvps_lightning.io import atomic_path
+from hvps_lightning.structures.specs import get_spec
 
 
 def track_color(track_id: int) -> tuple[int, int, int]:
@@ -96,7 +96,7 @@ def save_preview(
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Command line: ``python -m hvps_lightning.data.synthetic_preview OUT.png [--preset P] [--seed S]``."""
+    """Command line: ``python -m hvps_lightning.data.synthetic.preview OUT.png [--preset P] [--seed S]``."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("out", type=Path)
     parser.add_argument("--preset", default="motchallenge_step", choices=list(PRESETS))

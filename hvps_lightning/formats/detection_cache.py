@@ -20,7 +20,7 @@ not stored.
 
 Example:
     >>> import tempfile
-    >>> from hvps_lightning.tracking.detections import FrameDetections
+    >>> from hvps_lightning.structures.detections import FrameDetections
     >>> root = tempfile.mkdtemp()
     >>> _ = write_detection_cache(root, "0002", [FrameDetections.empty("000000", (4, 6))], {"model": "x"})
     >>> frames, metadata = read_detection_cache(root, "0002")
@@ -43,7 +43,7 @@ import numpy as np
 
 from hvps_lightning.errors import HVPSError, file_error
 from hvps_lightning.io import atomic_path, read_json_file, write_json
-from hvps_lightning.tracking.detections import FrameDetections
+from hvps_lightning.structures.detections import FrameDetections
 
 CACHE_FORMAT = "hvps-detection-cache"
 CACHE_VERSION = 1
@@ -309,12 +309,3 @@ def read_detection_cache_dir(
         raise file_error(directory, "no cached sequences (no <seq>.json files)")
     return {name: read_detection_cache(directory, name) for name in names}
 
-
-def __getattr__(name: str) -> Any:
-    # DetectionCacheWriter needs Lightning; import it only when asked so that `hvps track`,
-    # sweeps and scripts reading the cache start fast.
-    if name == "DetectionCacheWriter":
-        from hvps_lightning.tracking.cache_writer import DetectionCacheWriter
-
-        return DetectionCacheWriter
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

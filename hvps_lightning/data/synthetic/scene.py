@@ -40,7 +40,7 @@ class ScenePreset:
 
     Attributes:
         name: preset name (``motchallenge_step``, ``kitti_step``, ``kitti_panoptic``).
-        dataset: the dataset spec it writes (``hvps_lightning.data.specs``).
+        dataset: the dataset spec it writes (``hvps_lightning.structures.specs``).
         classes: scene role -> semantic class id of the dataset (255 = void).
         instance_kinds: agent kinds whose segments get instance ids (the dataset's things).
         has_road: a road band below the sidewalk (KITTI) or one walkable ground (MOTChallenge).

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from hvps_lightning.data.formats._png import read_png, write_png
 from hvps_lightning.errors import file_error
+from hvps_lightning.formats.png import read_png, write_png
 
 #: instance ids must fit in the G and B channels.
 MAX_INSTANCE = 256 * 256 - 1

@@ -9,7 +9,7 @@ Example::
 Writes, every file under a temporary name and renamed when complete:
 
 * ``<out>/mots/<seq>.txt``: MOTS txt per sequence (ids ``class * 1000 + track id``, frame =
-  ``int(frame name)``; see :mod:`hvps_lightning.tracking.outputs`);
+  ``int(frame name)``; see :mod:`hvps_lightning.formats.tracked`);
 * ``<out>/step/<seq>/<frame>.png``: fused STEP panoptic PNGs, with ``--semantic DIR`` (a
   semantic cache ``<DIR>/<seq>/<frame>.png``), through
   :func:`hvps_lightning.panoptic.fusion.fuse_panoptic`;
@@ -28,12 +28,12 @@ from typing import Any
 
 from jsonargparse import ArgumentParser, Namespace
 
-from hvps_lightning.data.specs import SPECS, get_spec
 from hvps_lightning.errors import HVPSError
+from hvps_lightning.formats.detection_cache import cache_dataset, list_cached_sequences, read_detection_cache
+from hvps_lightning.formats.tracked import STEP_DIR, write_mots_sequence
 from hvps_lightning.io import write_json
-from hvps_lightning.tracking.cache import cache_dataset, list_cached_sequences, read_detection_cache
+from hvps_lightning.structures.specs import SPECS, get_spec
 from hvps_lightning.tracking.config import TrackerConfig
-from hvps_lightning.tracking.outputs import STEP_DIR, write_mots_sequence
 from hvps_lightning.tracking.tracker import track_sequence
 
 DEFAULT_DATASET = "motchallenge_step"

@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from hvps_lightning.data.formats._png import read_png, write_png
 from hvps_lightning.errors import HVPSError, file_error
+from hvps_lightning.formats.png import read_png, write_png
 from hvps_lightning.io import read_json_file, write_json
 
 #: segment ids must fit in three 8-bit channels.

@@ -21,14 +21,14 @@ numbers (computed once on rank 0 and broadcast):
 ``semantic_dir``), overlay GIFs and the detection cache, into a folder per evaluation
 (``<export_dir>/<stage>-epoch<E>-step<S>/``) so that runs never overwrite each other's results.
 ``log_overlays`` sends overlay images/GIFs of the first sequences to the logger (W&B,
-TensorBoard) through :mod:`hvps_lightning.viz.logging` on rank 0.
+TensorBoard) through :mod:`hvps_lightning.lightning.image_logging` on rank 0.
 
 The callback can be listed under ``trainer.callbacks`` in YAML, or returned by a module's
 ``configure_callbacks``::
 
     trainer:
       callbacks:
-        - class_path: hvps_lightning.tracking.callback.OfflineTrackerCallback
+        - class_path: hvps_lightning.lightning.tracker_callback.OfflineTrackerCallback
           init_args: {tracker_config: experiments/tracker/default.yaml}
 """
 
@@ -45,13 +45,13 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_warn
 
-from hvps_lightning.data.specs import DatasetSpec, get_spec
 from hvps_lightning.errors import HVPSError
-from hvps_lightning.tracking.collect import SequenceCollector
+from hvps_lightning.evaluation.ground_truth import GroundTruthSource, panoptic_to_mots
+from hvps_lightning.formats.tracked import STEP_DIR, frame_numbers, mots_objects, write_mots_sequence
+from hvps_lightning.lightning.collect import SequenceCollector
+from hvps_lightning.structures.detections import FrameDetections
+from hvps_lightning.structures.specs import DatasetSpec, get_spec
 from hvps_lightning.tracking.config import TrackerConfig
-from hvps_lightning.tracking.detections import FrameDetections
-from hvps_lightning.tracking.ground_truth import GroundTruthSource, panoptic_to_mots
-from hvps_lightning.tracking.outputs import STEP_DIR, frame_numbers, mots_objects, write_mots_sequence
 from hvps_lightning.tracking.tracker import TrackedObject, track_sequence
 
 #: the MOTS metrics logged per class (those evaluate_mots returns).
@@ -322,7 +322,7 @@ class OfflineTrackerCallback(Callback):
         return fuse_panoptic(semantic, things, spec, where=where, **kwargs)
 
     def _read_semantic(self, sequence: str, frame: str) -> np.ndarray:
-        from hvps_lightning.panoptic.semantic_cache import read_semantic_map
+        from hvps_lightning.formats.semantic_cache import read_semantic_map
 
         assert self.semantic_dir is not None
         return read_semantic_map(self.semantic_dir, sequence, frame)
@@ -362,7 +362,7 @@ class OfflineTrackerCallback(Callback):
         step = int(getattr(trainer, "global_step", 0) or 0)
         folder = self.export_dir / f"{prefix}-epoch{epoch:03d}-step{step:06d}" if self.export_dir else None
         if folder is not None:
-            from hvps_lightning.data.formats import write_step_png
+            from hvps_lightning.formats import write_step_png
 
             for sequence, (names, tracks) in self.last_tracks.items():
                 write_mots_sequence(folder, sequence, names, tracks, spec)
@@ -370,7 +370,7 @@ class OfflineTrackerCallback(Callback):
                 for frame, semantic, instance in fused:
                     write_step_png(folder / STEP_DIR / sequence / f"{frame}.png", semantic, instance)
             if self.export_cache:
-                from hvps_lightning.tracking.cache import write_detection_cache
+                from hvps_lightning.formats.detection_cache import write_detection_cache
 
                 for sequence, frames in sequences.items():
                     write_detection_cache(folder / "detections", sequence, frames, {"dataset": spec.name})
@@ -385,8 +385,9 @@ class OfflineTrackerCallback(Callback):
         image_paths: Mapping[tuple[str, str], str],
         step: int,
     ) -> None:
-        from hvps_lightning.data.formats import read_png
-        from hvps_lightning.viz import image_logger_for, overlay_tracks, write_gif
+        from hvps_lightning.formats import read_png
+        from hvps_lightning.lightning.image_logging import image_logger_for
+        from hvps_lightning.viz import overlay_tracks, write_gif
 
         logger = image_logger_for(trainer.loggers if trainer is not None else None)
         scratch = None

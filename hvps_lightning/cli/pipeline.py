@@ -93,7 +93,7 @@ class CommandRunner:
     def run(self, name: str, argv: Sequence[str]) -> float:
         """Run ``hvps <argv>``; raise :class:`HVPSError` if it fails; return its wall time in seconds."""
         from hvps_lightning.cli import main
-        from hvps_lightning.lightning_cli import finish_wandb_run
+        from hvps_lightning.lightning.cli import finish_wandb_run
 
         argv = [str(a) for a in argv]
         self._lines.append(f"hvps {shlex.join(argv)}")
@@ -164,7 +164,7 @@ def render_overlays(
 ) -> Path:
     """Write a GIF of the fused STEP predictions of one sequence over its images."""
     from hvps_lightning.data.check import read_image
-    from hvps_lightning.data.formats.step_png import read_step_png
+    from hvps_lightning.formats.step_png import read_step_png
     from hvps_lightning.viz.overlay import overlay_panoptic
     from hvps_lightning.viz.video import write_gif
 

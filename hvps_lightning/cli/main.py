@@ -23,13 +23,13 @@ LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 
 #: command -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "synth": ("hvps_lightning.data.synthetic", "write a synthetic dataset in an official layout"),
+    "synth": ("hvps_lightning.data.synthetic.generate", "write a synthetic dataset in an official layout"),
     "data": ("hvps_lightning.data.check", "check a dataset root (hvps data check)"),
-    "evaluate": ("hvps_lightning.metrics.cli", "STQ / MOTS metrics from folders of results"),
-    "track": ("hvps_lightning.tracking.cli", "track a detection cache; write MOTS txt / STEP PNGs"),
-    "sweep": ("hvps_lightning.sweeps.cli", "tracker hyperparameter sweeps on a detection cache"),
-    "ablate": ("hvps_lightning.experiments.ablate", "run the TA/SA ablation grid"),
-    "demo": ("hvps_lightning.experiments.demo", "the end-to-end demo on generated data"),
+    "evaluate": ("hvps_lightning.cli.evaluate", "STQ / MOTS metrics from folders of results"),
+    "track": ("hvps_lightning.cli.track", "track a detection cache; write MOTS txt / STEP PNGs"),
+    "sweep": ("hvps_lightning.cli.sweep", "tracker hyperparameter sweeps on a detection cache"),
+    "ablate": ("hvps_lightning.cli.ablate", "run the TA/SA ablation grid"),
+    "demo": ("hvps_lightning.cli.demo", "the end-to-end demo on generated data"),
 }
 
 
@@ -66,7 +66,7 @@ def find_user_error(exc: BaseException | None) -> HVPSError | None:
 
 def run_lightning(args: Sequence[str]) -> int:
     """Run the LightningCLI with ``args`` (starting with fit/validate/test/predict)."""
-    from hvps_lightning.lightning_cli import run_lightning_cli
+    from hvps_lightning.lightning.cli import run_lightning_cli
 
     run_lightning_cli(list(args))
     return 0

@@ -1,0 +1,1 @@
+"""Generated data in the official layouts: scenes (people, stuff, camera), videos, previews."""

@@ -1,0 +1,1 @@
+"""Track -> fuse -> score: the one evaluation path of the callback, the sweeps and the CLI."""

@@ -1,1 +1,0 @@
-"""Experiment runners behind ``hvps demo`` and ``hvps ablate`` (their YAML lives in ``experiments/``)."""
