@@ -46,17 +46,11 @@ import torch
 from hvps_lightning.formats import write_step_png
 from hvps_lightning.formats.detection_cache import write_detection_cache
 from hvps_lightning.formats.semantic_cache import write_semantic_map
+from hvps_lightning.structures.masks import decode_mask, encode_mask
 from hvps_lightning.sweeps.objective import evaluate_config, load_sweep_data
 from hvps_lightning.sweeps.space import suggest_params
 from hvps_lightning.tracking.config import TrackerConfig
-from hvps_lightning.tracking.simulate import (
-    PERSON_LABEL,
-    GTFrame,
-    decode_mask,
-    encode_mask,
-    moving_objects_gt,
-    simulate_detections,
-)
+from hvps_lightning.tracking.simulate import PERSON_LABEL, GTFrame, moving_objects_gt, simulate_detections
 
 #: MOTChallenge-STEP classes used for the background of the generated ground truth.
 SIDEWALK, BUILDING, SKY = 0, 1, 3

@@ -54,9 +54,9 @@ from hvps_lightning.formats.mots_txt import (
     MOTSObject,
     check_no_overlap,
     read_mots_txt,
-    rle_to_mask,
 )
 from hvps_lightning.formats.step_png import read_step_png
+from hvps_lightning.structures.masks import decode_mask
 from hvps_lightning.structures.specs import KITTI_STEP, SPECS, DatasetSpec, SplitSpec, get_spec
 
 __all__: list[str] = [
@@ -405,7 +405,7 @@ def mots_labels(
     semantic = np.zeros((height, width), dtype=np.int32)
     instance = np.zeros((height, width), dtype=np.int32)
     for obj in objects:
-        mask = rle_to_mask(obj.rle).astype(bool)
+        mask = decode_mask(obj.rle).astype(bool)
         if obj.class_id == IGNORE_CLASS:
             semantic[mask] = IGNORE_CLASS
             continue

@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 
 from hvps_lightning.errors import HVPSError
-from hvps_lightning.formats import IGNORE_CLASS, IGNORE_ID, MOTSObject, mask_to_rle, read_step_png
+from hvps_lightning.formats import IGNORE_CLASS, IGNORE_ID, MOTSObject, read_step_png
+from hvps_lightning.structures.masks import encode_mask
 from hvps_lightning.structures.specs import DatasetSpec, get_spec, label_lut
 
 
@@ -132,8 +133,8 @@ def panoptic_to_mots(
                 raise HVPSError(f"frame {frame}: ground-truth instance id {track_id} does not fit MOTS ids")
             mask = of_class & (instance == track_id)
             objects.append(
-                MOTSObject(frame, mots_class * 1000 + int(track_id), mots_class, mask_to_rle(mask))
+                MOTSObject(frame, mots_class * 1000 + int(track_id), mots_class, encode_mask(mask))
             )
     if crowd.any():
-        objects.append(MOTSObject(frame, IGNORE_ID, IGNORE_CLASS, mask_to_rle(crowd)))
+        objects.append(MOTSObject(frame, IGNORE_ID, IGNORE_CLASS, encode_mask(crowd)))
     return objects

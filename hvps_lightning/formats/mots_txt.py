@@ -9,14 +9,14 @@ class 10 marks an ignore region. Masks of one frame never overlap.
 Example:
     >>> import numpy as np
     >>> mask = np.zeros((4, 5), dtype=np.uint8); mask[1:3, 2:4] = 1
-    >>> obj = MOTSObject(frame=1, obj_id=2001, class_id=2, rle=mask_to_rle(mask))
-    >>> obj.rle["size"], int(rle_to_mask(obj.rle).sum())
+    >>> from hvps_lightning.structures.masks import decode_mask, encode_mask
+    >>> obj = MOTSObject(frame=1, obj_id=2001, class_id=2, rle=encode_mask(mask))
+    >>> obj.rle["size"], int(decode_mask(obj.rle).sum())
     ([4, 5], 4)
 """
 
 from __future__ import annotations
 
-import warnings
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -24,10 +24,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pycocotools import mask as mask_utils
 
 from hvps_lightning.errors import HVPSError, file_error
 from hvps_lightning.io import atomic_open, read_text_file
+from hvps_lightning.structures.masks import check_rle, decode_mask, from_coco, mask_areas, merge_masks
 
 #: MOTS class ids.
 CAR_CLASS = 1
@@ -71,42 +71,7 @@ class MOTSObject:
 
     def mask(self) -> np.ndarray:
         """Decode the mask (uint8, H x W)."""
-        return rle_to_mask(self.rle)
-
-
-def mask_to_rle(mask: np.ndarray) -> dict[str, Any]:
-    """Encode a binary (H, W) mask as ``{"size": [H, W], "counts": str}`` (compressed RLE)."""
-    mask = np.asarray(mask)
-    if mask.ndim != 2:
-        raise ValueError(f"a mask is 2-D, got shape {mask.shape}")
-    encoded = mask_utils.encode(np.asfortranarray(mask != 0, dtype=np.uint8))
-    return {
-        "size": [int(encoded["size"][0]), int(encoded["size"][1])],
-        "counts": encoded["counts"].decode("ascii"),
-    }
-
-
-def _coco_rle(rle: dict[str, Any]) -> dict[str, Any]:
-    """Return the RLE in the form pycocotools wants (counts as bytes)."""
-    counts = rle["counts"]
-    return {
-        "size": list(rle["size"]),
-        "counts": counts.encode("ascii") if isinstance(counts, str) else counts,
-    }
-
-
-def rle_to_mask(rle: dict[str, Any]) -> np.ndarray:
-    """Decode a compressed RLE (counts as str or bytes) into a uint8 (H, W) mask."""
-    with warnings.catch_warnings():
-        # pycocotools' Cython decoder trips NumPy 2's copy-keyword deprecation; harmless noise.
-        warnings.simplefilter("ignore", DeprecationWarning)
-        mask = mask_utils.decode(_coco_rle(rle))
-    return np.ascontiguousarray(mask, dtype=np.uint8)
-
-
-def rle_area(rle: dict[str, Any]) -> int:
-    """Number of pixels of an RLE mask (without decoding it)."""
-    return int(mask_utils.area(_coco_rle(rle)))
+        return decode_mask(self.rle)
 
 
 def read_mots_txt(path: str | Path) -> list[MOTSObject]:
@@ -137,7 +102,11 @@ def read_mots_txt(path: str | Path) -> list[MOTSObject]:
         counts = fields[5]
         if not counts or " " in counts or height <= 0 or width <= 0 or frame < 0 or obj_id < 0:
             raise file_error(path, f"line {number}: malformed object {line!r}")
-        objects.append(MOTSObject(frame, obj_id, class_id, {"size": [height, width], "counts": counts}))
+        rle = {"size": [height, width], "counts": counts}
+        problem = check_rle(rle)
+        if problem is not None:
+            raise file_error(path, f"line {number}: {problem}")
+        objects.append(MOTSObject(frame, obj_id, class_id, rle))
     return objects
 
 
@@ -145,11 +114,9 @@ def write_mots_txt(path: str | Path, objects: Iterable[MOTSObject]) -> None:
     """Write objects as a MOTS txt file, sorted by frame then id (temporary name, then rename)."""
     lines = []
     for obj in sorted(objects, key=lambda o: (o.frame, o.obj_id)):
-        counts = obj.rle["counts"]
-        if isinstance(counts, bytes):
-            counts = counts.decode("ascii")
-        height, width = (int(v) for v in obj.rle["size"])
-        lines.append(f"{obj.frame} {obj.obj_id} {obj.class_id} {height} {width} {counts}\n")
+        rle = from_coco(obj.rle)
+        height, width = rle["size"]
+        lines.append(f"{obj.frame} {obj.obj_id} {obj.class_id} {height} {width} {rle['counts']}\n")
     with atomic_open(path, "w", encoding="ascii", newline="\n") as handle:
         handle.writelines(lines)
 
@@ -188,21 +155,20 @@ def check_no_overlap(objects: Iterable[MOTSObject], where: str | Path) -> None:
 def _check_frame_overlap(frame_objects: list[MOTSObject], where: str | Path, frame: int) -> None:
     regular = [o for o in frame_objects if not o.is_ignore]
     ignore = [o for o in frame_objects if o.is_ignore]
-    rles = [_coco_rle(o.rle) for o in regular]
+    rles = [o.rle for o in regular]
     named = list(regular)
     if ignore:
-        rles.append(mask_utils.merge([_coco_rle(o.rle) for o in ignore], intersect=False))
+        rles.append(merge_masks([o.rle for o in ignore]))
         named.append(ignore[0])
     if len(rles) < 2:
         return
     # Cheap test first: the union is smaller than the sum of the areas iff two masks overlap.
-    areas = mask_utils.area(rles)
-    union = int(mask_utils.area(mask_utils.merge(rles, intersect=False)))
-    if union == int(np.sum(areas)):
+    union = int(mask_areas([merge_masks(rles)])[0])
+    if union == int(np.sum(mask_areas(rles))):
         return
     for i in range(len(rles)):
         for j in range(i + 1, len(rles)):
-            if mask_utils.area(mask_utils.merge([rles[i], rles[j]], intersect=True)) > 0:
+            if mask_areas([merge_masks([rles[i], rles[j]], intersect=True)])[0] > 0:
                 a, b = named[i], named[j]
                 b_name = "the ignore region" if b.is_ignore else f"id {b.obj_id}"
                 raise HVPSError(f"{where}: frame {frame}: masks of id {a.obj_id} and {b_name} overlap")

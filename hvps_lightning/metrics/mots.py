@@ -35,9 +35,9 @@ went unmatched. motmetrics has no HOTA.
 
 Example:
     >>> import numpy as np
-    >>> from hvps_lightning.formats.mots_txt import MOTSObject, mask_to_rle
+    >>> from hvps_lightning.formats.mots_txt import MOTSObject, encode_mask
     >>> mask = np.zeros((4, 4), np.uint8); mask[:2, :2] = 1
-    >>> gt = {"s": [MOTSObject(1, 2001, 2, mask_to_rle(mask))]}
+    >>> gt = {"s": [MOTSObject(1, 2001, 2, encode_mask(mask))]}
     >>> result = evaluate_mots(gt, gt)
     >>> result["combined"]["sMOTSA"], result["combined"]["IDF1"], result["combined"]["TP"]
     (1.0, 1.0, 1)
@@ -53,11 +53,11 @@ from typing import Any
 
 import motmetrics
 import numpy as np
-from pycocotools import mask as mask_utils
 from scipy.optimize import linear_sum_assignment
 
 from hvps_lightning.errors import HVPSError, file_error
 from hvps_lightning.formats.mots_txt import PEDESTRIAN_CLASS, MOTSObject, check_no_overlap, read_mots_txt
+from hvps_lightning.structures.masks import mask_iou, merge_masks
 
 #: a match needs IoU >= MATCH_THRESHOLD (0.5 itself matches).
 MATCH_THRESHOLD = 0.5
@@ -154,21 +154,6 @@ class MOTSCounts:
         }
 
 
-def _coco(rle: Mapping[str, Any]) -> dict[str, Any]:
-    counts = rle["counts"]
-    return {
-        "size": [int(v) for v in rle["size"]],
-        "counts": counts.encode("ascii") if isinstance(counts, str) else counts,
-    }
-
-
-def _iou(first: list[dict[str, Any]], second: list[dict[str, Any]], ioa: bool = False) -> np.ndarray:
-    """(len(first), len(second)) mask IoU; with ``ioa``: intersection over the area of ``first``."""
-    if not first or not second:
-        return np.zeros((len(first), len(second)))
-    return np.asarray(mask_utils.iou(first, second, [int(ioa)] * len(second)), dtype=np.float64)
-
-
 def preprocess_sequence(
     gt_objects: Sequence[MOTSObject],
     pred_objects: Sequence[MOTSObject],
@@ -193,9 +178,9 @@ def preprocess_sequence(
         ignore = [o for o in gt_by_frame[frame] if o.is_ignore]
         preds = [o for o in pred_by_frame[frame] if o.class_id == class_id and not o.is_ignore]
         _check_sizes(gt_by_frame[frame], preds, where, frame)
-        gt_rles = [_coco(o.rle) for o in gts]
-        pred_rles = [_coco(o.rle) for o in preds]
-        similarity = _iou(gt_rles, pred_rles)
+        gt_rles = [o.rle for o in gts]
+        pred_rles = [o.rle for o in preds]
+        similarity = mask_iou(gt_rles, pred_rles)
 
         keep = np.ones(len(preds), dtype=bool)
         if ignore and preds:
@@ -207,8 +192,8 @@ def preprocess_sequence(
                 is_unmatched[cols[scores[rows, cols] > 0.0 + _EPS]] = False
             unmatched = np.flatnonzero(is_unmatched)
             if unmatched.size:
-                region = mask_utils.merge([_coco(o.rle) for o in ignore], intersect=False)
-                inside = _iou([pred_rles[i] for i in unmatched], [region], ioa=True)[:, 0]
+                region = merge_masks([o.rle for o in ignore])
+                inside = mask_iou([pred_rles[i] for i in unmatched], [region], ioa=True)[:, 0]
                 keep[unmatched[inside > 0.5 + _EPS]] = False
         keep = np.flatnonzero(keep)
 

@@ -39,19 +39,18 @@ Example:
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pycocotools import mask as mask_utils
 from scipy import ndimage
 
 from hvps_lightning.errors import HVPSError
 from hvps_lightning.formats import write_step_png
 from hvps_lightning.formats.semantic_cache import read_probabilities, read_semantic_map
+from hvps_lightning.structures.masks import decode_mask_window
 from hvps_lightning.structures.specs import DatasetSpec, get_spec
 
 UncoveredRule = Literal["void", "stuff", "crowd"]
@@ -107,22 +106,13 @@ Window = tuple[slice, slice]
 def _mask_window(mask: Any, shape: tuple[int, ...], where: str) -> tuple[Window, np.ndarray] | None:
     """Return the mask's bounding box and the boolean mask inside it (``None`` if empty).
 
-    Painting inside the box keeps the cost per instance proportional to its size; an RLE's box
-    comes from pycocotools without decoding, and its Fortran-ordered decoding is sliced, not copied.
+    Painting inside the box keeps the cost per instance proportional to its size.
     """
     if isinstance(mask, dict):
         size = tuple(int(v) for v in mask.get("size", ()))
         if size != shape:
             raise HVPSError(f"{where}: mask of size {size} differs from the semantic map {shape}")
-        counts = mask["counts"]
-        rle = {"size": list(size), "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
-        x, y, w, h = (int(v) for v in np.rint(mask_utils.toBbox(rle)))
-        if w == 0 or h == 0:
-            return None
-        with warnings.catch_warnings():  # pycocotools vs NumPy 2 copy-keyword deprecation: noise
-            warnings.simplefilter("ignore", DeprecationWarning)
-            decoded = mask_utils.decode(rle)
-        return (slice(y, y + h), slice(x, x + w)), decoded[y : y + h, x : x + w] != 0
+        return decode_mask_window(mask)
     array = np.asarray(mask)
     if array.shape != shape:
         raise HVPSError(f"{where}: mask of size {tuple(array.shape)} differs from the semantic map {shape}")

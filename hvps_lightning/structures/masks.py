@@ -1,4 +1,11 @@
-"""Mask operations on pycocotools compressed RLEs, without decoding masks to pixels.
+"""Masks: pycocotools compressed RLEs, the one mask type of the project, and every conversion.
+
+A mask is an :data:`RLE`, ``{"size": [H, W], "counts": str}``: pycocotools' compressed
+run-length encoding of the Fortran-ordered mask, with ``counts`` as an ASCII ``str`` so that
+it is JSON and MOTS txt as it is. Every conversion lives here, once: bool arrays or tensors ->
+RLE (:func:`encode_mask`, :func:`encode_masks`), RLE -> pixels (:func:`decode_mask`), area,
+boxes, IoU, union and intersection, the pycocotools form (:func:`to_coco`: ``counts`` as
+``bytes``) and a check that an RLE read from a file is well formed (:func:`check_rle`).
 
 The tracker must hand out masks that never overlap within a frame (MOTS and STEP require
 it). Decoding every mask of a 1920x1080 frame to pixels costs milliseconds; the run-length
@@ -7,28 +14,27 @@ on RLEs but no difference, so :func:`rle_subtract` computes ``A minus B`` as ``A
 and B)``: the overlap ``A and B`` is small, so its complement is cheap to build from its
 run lengths (which :func:`decode_counts` reads from the compressed string).
 
-pycocotools returns ``counts`` as ``bytes`` (and reads both); the project's convention
-(``FrameDetections``, MOTS txt) is ``str``. :func:`to_coco` and :func:`from_coco` convert.
-
 Example:
     >>> import numpy as np
-    >>> from pycocotools import mask as mask_utils
     >>> a = np.zeros((4, 4), np.uint8); a[:, :3] = 1
     >>> b = np.zeros((4, 4), np.uint8); b[1:3, 1:] = 1
-    >>> encode = lambda m: from_coco(mask_utils.encode(np.asfortranarray(m)))
-    >>> diff = rle_subtract(encode(a), encode(b))
-    >>> bool((mask_utils.decode(to_coco(diff)) == (a & ~b)).all()), int(mask_utils.area(to_coco(diff)))
+    >>> diff = rle_subtract(encode_mask(a), encode_mask(b))
+    >>> bool((decode_mask(diff) == (a & ~b)).all()), mask_area(diff)
     (True, 8)
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from hvps_lightning.errors import HVPSError
+
+#: a compressed RLE: ``{"size": [H, W], "counts": str}`` (``counts`` may be bytes in pycocotools' form)
 RLE = dict[str, Any]
 
 
@@ -46,6 +52,151 @@ def from_coco(rle: RLE) -> RLE:
     if isinstance(counts, bytes):
         counts = counts.decode("ascii")
     return {"size": [int(rle["size"][0]), int(rle["size"][1])], "counts": counts}
+
+
+def encode_mask(mask: Any) -> RLE:
+    """Encode one binary (H, W) mask (numpy array or tensor, any dtype; non-zero = inside).
+
+    Raises:
+        ValueError: if the mask is not 2-D.
+    """
+    array = _as_array(mask)
+    if array.ndim != 2:
+        raise ValueError(f"a mask is 2-D, got shape {array.shape}")
+    return from_coco(mask_utils.encode(np.asfortranarray(array != 0, dtype=np.uint8)))
+
+
+def encode_masks(masks: Any) -> list[RLE]:
+    """Encode a stack of binary (N, H, W) masks (numpy array or tensor) in one pycocotools call."""
+    array = _as_array(masks)
+    if array.ndim != 3:
+        raise ValueError(f"a mask stack is (N, H, W), got shape {array.shape}")
+    if array.shape[0] == 0:
+        return []
+    stacked = np.asfortranarray(np.moveaxis(array != 0, 0, -1), dtype=np.uint8)
+    return [from_coco(r) for r in mask_utils.encode(stacked)]
+
+
+def _as_array(mask: Any) -> np.ndarray:
+    if hasattr(mask, "detach"):  # a torch tensor, without importing torch here
+        mask = mask.detach().cpu().numpy()
+    return np.asarray(mask)
+
+
+def decode_mask(rle: RLE) -> np.ndarray:
+    """Decode a compressed RLE (counts as str or bytes) into a C-ordered uint8 (H, W) mask."""
+    with warnings.catch_warnings():
+        # pycocotools' Cython decoder trips NumPy 2's copy-keyword deprecation; harmless noise.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        mask = mask_utils.decode(to_coco(rle))
+    return np.ascontiguousarray(mask, dtype=np.uint8)
+
+
+def decode_mask_window(rle: RLE) -> tuple[tuple[slice, slice], np.ndarray] | None:
+    """The mask's bounding box and the boolean mask inside it, or ``None`` for an empty mask.
+
+    Working inside the box keeps the cost per mask proportional to its size: the box comes
+    from pycocotools without decoding, and the Fortran-ordered decoding is sliced, not copied.
+    """
+    coco = to_coco(rle)
+    x, y, w, h = (int(v) for v in np.rint(mask_utils.toBbox(coco)))
+    if w == 0 or h == 0:
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        decoded = mask_utils.decode(coco)
+    return (slice(y, y + h), slice(x, x + w)), decoded[y : y + h, x : x + w] != 0
+
+
+def mask_area(rle: RLE) -> int:
+    """Number of pixels of a mask (without decoding it)."""
+    return int(mask_utils.area(to_coco(rle)))
+
+
+def mask_areas(rles: Sequence[RLE]) -> np.ndarray:
+    """Pixel areas of several masks (int64)."""
+    if not rles:
+        return np.zeros(0, np.int64)
+    return np.asarray(mask_utils.area([to_coco(r) for r in rles]), np.int64)
+
+
+def mask_boxes(rles: Sequence[RLE]) -> np.ndarray:
+    """Tight ``x1, y1, x2, y2`` boxes (N, 4) float32 of masks (an empty mask gives a zero-size box)."""
+    if not rles:
+        return np.zeros((0, 4), np.float32)
+    xywh = np.asarray(mask_utils.toBbox([to_coco(r) for r in rles]), np.float32).reshape(-1, 4)
+    return np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1)
+
+
+def mask_iou(first: Sequence[RLE], second: Sequence[RLE], ioa: bool = False) -> np.ndarray:
+    """(len(first), len(second)) mask IoU; with ``ioa``: intersection over the area of ``first``'s masks."""
+    if not first or not second:
+        return np.zeros((len(first), len(second)))
+    coco_first = [to_coco(r) for r in first]
+    coco_second = [to_coco(r) for r in second]
+    return np.asarray(mask_utils.iou(coco_first, coco_second, [int(ioa)] * len(second)), np.float64)
+
+
+def merge_masks(rles: Sequence[RLE], intersect: bool = False) -> RLE:
+    """Union (or, with ``intersect``, intersection) of masks of one size."""
+    return from_coco(mask_utils.merge([to_coco(r) for r in rles], intersect=intersect))
+
+
+def check_rle(rle: RLE, size: Sequence[int] | None = None) -> str | None:
+    """Return what is wrong with an RLE read from a file, or ``None`` if it is well formed.
+
+    A well-formed RLE has a positive ``size``, equal to ``size`` when given, and ``counts``
+    that decode to non-negative runs adding up to exactly height x width pixels. pycocotools
+    does not check this: a truncated or foreign RLE makes its functions read past the runs or
+    loop for minutes, so every RLE from a file passes here before any pycocotools call.
+
+    Example:
+        >>> check_rle({"size": [2, 2], "counts": "04"}) is None
+        True
+        >>> check_rle({"size": [2, 3], "counts": "04"})
+        'RLE counts cover 4 pixels, not 2x3 = 6'
+    """
+    try:
+        height, width = (int(v) for v in rle["size"])
+        counts = rle["counts"]
+    except (KeyError, TypeError, ValueError):
+        return "an RLE needs 'size': [height, width] and 'counts'"
+    if height <= 0 or width <= 0:
+        return f"RLE size {height}x{width} is not positive"
+    if size is not None and (height, width) != (int(size[0]), int(size[1])):
+        return f"RLE size {height}x{width} differs from the image size {int(size[0])}x{int(size[1])}"
+    if isinstance(counts, str):
+        if not counts.isascii():
+            return "RLE counts are not ASCII"
+    elif not isinstance(counts, bytes):
+        return f"RLE counts must be a string, got {type(counts).__name__}"
+    raw = counts.encode("ascii") if isinstance(counts, str) else counts
+    chars = np.frombuffer(raw, np.uint8).astype(np.int64) - 48
+    if chars.size and (chars.min() < 0 or chars.max() > 63):
+        return "RLE counts hold characters outside pycocotools' alphabet"
+    more = (chars & 0x20) != 0  # "another 5-bit group of this value follows"
+    if chars.size and more[-1]:
+        return "RLE counts end in the middle of a value (truncated)"
+    if more.any():
+        # 12 groups of 5 bits hold any run of a 2^31-pixel image; longer values overflow int64
+        ends = np.flatnonzero(~more)
+        starts = np.concatenate(([0], ends[:-1] + 1))
+        if int((ends - starts).max(initial=0)) >= 12:
+            return "RLE counts hold a value too large for any image"
+    runs = decode_counts(raw)
+    if (runs < 0).any():
+        return "RLE counts decode to a negative run length"
+    total = int(runs.sum())
+    if total != height * width:
+        return f"RLE counts cover {total} pixels, not {height}x{width} = {height * width}"
+    return None
+
+
+def require_rle(rle: RLE, where: str, size: Sequence[int] | None = None) -> None:
+    """Raise ``HVPSError("<where>: <problem>")`` if :func:`check_rle` finds a problem."""
+    problem = check_rle(rle, size)
+    if problem is not None:
+        raise HVPSError(f"{where}: {problem}")
 
 
 #: below this many characters a plain loop decodes faster than numpy's fixed per-call costs.
@@ -96,14 +247,6 @@ def _decode_short(raw: bytes) -> list[int]:
         runs.append(value)
         value = shift = 0
     return runs
-
-
-def encode_counts(runs: np.ndarray, size: Sequence[int]) -> RLE:
-    """Return the compressed RLE (project form) of run lengths ``runs`` for a mask of ``size``."""
-    height, width = int(size[0]), int(size[1])
-    uncompressed = {"size": [height, width], "counts": np.asarray(runs).tolist()}
-    coco = mask_utils.frPyObjects(uncompressed, height, width)
-    return from_coco(coco)
 
 
 def rle_subtract(rle: RLE, other: RLE) -> RLE:
@@ -176,13 +319,6 @@ def _write_value(value: int) -> bytes:
         more = value != -1 if char & 0x10 else value != 0
         out.append((char | (0x20 if more else 0)) + 48)
     return bytes(out)
-
-
-def rle_areas(rles: Sequence[RLE]) -> np.ndarray:
-    """Pixel areas of several RLEs (int64)."""
-    if not rles:
-        return np.zeros(0, np.int64)
-    return np.asarray(mask_utils.area([to_coco(r) for r in rles]), np.int64)
 
 
 def resolve_overlaps(rles: Sequence[RLE], priority: np.ndarray) -> tuple[list[RLE], np.ndarray]:

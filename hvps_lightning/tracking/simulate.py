@@ -25,7 +25,7 @@ from pycocotools import mask as mask_utils
 from scipy import ndimage
 
 from hvps_lightning.structures.detections import FrameDetections
-from hvps_lightning.structures.masks import from_coco, to_coco
+from hvps_lightning.structures.masks import decode_mask, encode_mask, mask_boxes, to_coco
 
 #: the person class of MOTChallenge-STEP, the default label of simulated objects.
 PERSON_LABEL = 4
@@ -51,24 +51,6 @@ class GTFrame:
 
     def __len__(self) -> int:
         return len(self.rles)
-
-
-def encode_mask(mask: np.ndarray) -> dict[str, Any]:
-    """Encode a binary (H, W) mask as a compressed RLE with ``counts`` as str."""
-    return from_coco(mask_utils.encode(np.asfortranarray(np.asarray(mask) != 0, dtype=np.uint8)))
-
-
-def decode_mask(rle: dict[str, Any]) -> np.ndarray:
-    """Decode a compressed RLE (counts as str or bytes) into a uint8 (H, W) mask."""
-    return np.ascontiguousarray(mask_utils.decode(to_coco(rle)))
-
-
-def mask_boxes(rles: Sequence[dict[str, Any]]) -> np.ndarray:
-    """Tight xyxy boxes (N, 4) float32 of RLE masks (empty masks give zero-size boxes)."""
-    if not rles:
-        return np.zeros((0, 4), np.float32)
-    xywh = np.asarray(mask_utils.toBbox([to_coco(r) for r in rles]), np.float32).reshape(-1, 4)
-    return np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1)
 
 
 def make_frame(

@@ -19,8 +19,8 @@ from typing import Any
 
 import cv2
 import numpy as np
-from pycocotools import mask as mask_utils
 
+from hvps_lightning.structures.masks import decode_mask
 from hvps_lightning.structures.specs import DatasetSpec, get_spec
 from hvps_lightning.viz.colors import class_lut, track_color
 
@@ -50,12 +50,7 @@ def _mask_of(obj: Any) -> np.ndarray:
     if mask is None:
         mask = getattr(obj, "mask", None)
     if isinstance(mask, dict):
-        counts = mask["counts"]
-        coco = {
-            "size": list(mask["size"]),
-            "counts": counts.encode("ascii") if isinstance(counts, str) else counts,
-        }
-        return np.ascontiguousarray(mask_utils.decode(coco)).astype(bool)
+        return decode_mask(mask).astype(bool)
     return np.asarray(mask).astype(bool)
 
 

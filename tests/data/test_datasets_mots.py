@@ -14,7 +14,8 @@ from hvps_lightning.data.check import check_dataset, mots_layout
 from hvps_lightning.data.datamodule import HVPSDataModule
 from hvps_lightning.data.datasets import ClipDataset
 from hvps_lightning.errors import HVPSError
-from hvps_lightning.formats import MOTSObject, mask_to_rle, read_mots_txt, rle_to_mask, write_mots_txt
+from hvps_lightning.formats import MOTSObject, read_mots_txt, write_mots_txt
+from hvps_lightning.structures.masks import decode_mask, encode_mask
 
 
 def make_mots20(step_root: Path, out: Path) -> Path:
@@ -110,13 +111,13 @@ def test_mots20_mask_sizes(mots20_root: Path, capsys: pytest.CaptureFixture[str]
     small = np.zeros((50, 60), np.uint8)
     small[5:10, 5:10] = 1
     # masks of one frame with different sizes
-    write_mots_txt(gt, [*objects, MOTSObject(frame, 2500, 2, mask_to_rle(small))])
+    write_mots_txt(gt, [*objects, MOTSObject(frame, 2500, 2, encode_mask(small))])
     code, _, err = run_check(mots20_root, capsys)
     assert code == 2
     assert f"{gt}: frame {frame}: masks of different sizes" in err
     # every mask of a frame of another size than its image
     write_mots_txt(
-        gt, [o for o in objects if o.frame != frame] + [MOTSObject(frame, 2500, 2, mask_to_rle(small))]
+        gt, [o for o in objects if o.frame != frame] + [MOTSObject(frame, 2500, 2, encode_mask(small))]
     )
     code, _, err = run_check(mots20_root, capsys)
     image = mots20_root / f"train/MOTS20-02/img1/{frame:06d}.jpg"
@@ -162,7 +163,7 @@ def test_mots20_dataset_in_its_own_label_space(mots20_root: Path) -> None:
         assert ids == expected
         for obj_id, mask in zip(ids, target["masks"], strict=True):
             (obj,) = [o for o in gt if o.frame == frame and o.obj_id == obj_id]
-            assert np.array_equal(mask.numpy(), rle_to_mask(obj.rle))
+            assert np.array_equal(mask.numpy(), decode_mask(obj.rle))
         # background 0, pedestrian 2, ignore regions 10 (the MOTS spec's ignore label)
         assert set(target["semantic"].unique().tolist()) <= {0, 2, 10}
 

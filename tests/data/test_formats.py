@@ -20,18 +20,17 @@ from hvps_lightning.formats import (
     decode_step,
     encode_step,
     id_to_rgb,
-    mask_to_rle,
     read_coco_panoptic,
     read_mots_txt,
     read_step_png,
     rgb_to_id,
-    rle_to_mask,
     segments_from_ids,
     to_semantic_instance,
     write_coco_panoptic,
     write_mots_txt,
     write_step_png,
 )
+from hvps_lightning.structures.masks import decode_mask, encode_mask
 
 SETTINGS = settings(
     max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
@@ -97,9 +96,9 @@ def mots_sequences(draw: st.DrawFn) -> list[MOTSObject]:
         labels = draw(arrays(np.int64, (height, width), elements=st.integers(0, 3)))
         for k in np.unique(labels[labels > 0]).tolist():
             class_id = draw(st.sampled_from([1, 2]))
-            objects.append(MOTSObject(frame, class_id * 1000 + k, class_id, mask_to_rle(labels == k)))
+            objects.append(MOTSObject(frame, class_id * 1000 + k, class_id, encode_mask(labels == k)))
         if draw(st.booleans()):
-            objects.append(MOTSObject(frame, 10000, 10, mask_to_rle(labels == 0)))
+            objects.append(MOTSObject(frame, 10000, 10, encode_mask(labels == 0)))
     return objects
 
 
@@ -112,16 +111,16 @@ def test_mots_txt_round_trip(tmp_path: Path, objects: list[MOTSObject]) -> None:
     expected = sorted(objects, key=lambda o: (o.frame, o.obj_id))
     assert back == expected
     for obj, orig in zip(back, expected, strict=True):
-        np.testing.assert_array_equal(obj.mask(), rle_to_mask(orig.rle))
+        np.testing.assert_array_equal(obj.mask(), decode_mask(orig.rle))
     check_no_overlap(back, path)
 
 
 @SETTINGS
 @given(mask=arrays(np.uint8, shapes, elements=st.integers(0, 1)))
 def test_rle_round_trip(mask: np.ndarray) -> None:
-    rle = mask_to_rle(mask)
+    rle = encode_mask(mask)
     assert isinstance(rle["counts"], str) and rle["size"] == list(mask.shape)
-    decoded = rle_to_mask(rle)
+    decoded = decode_mask(rle)
     assert decoded.dtype == np.uint8
     np.testing.assert_array_equal(decoded, mask)
 
@@ -131,7 +130,7 @@ def test_mots_txt_keeps_backslashes_and_backticks(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     for _ in range(200):
         mask = rng.random((60, 80)) < 0.3
-        rle = mask_to_rle(mask)
+        rle = encode_mask(mask)
         if "\\" in rle["counts"] and "`" in rle["counts"]:
             break
     else:
@@ -146,7 +145,7 @@ def test_mots_txt_keeps_backslashes_and_backticks(tmp_path: Path) -> None:
 def test_mots_txt_layout_and_order(tmp_path: Path) -> None:
     mask = np.zeros((3, 4), np.uint8)
     mask[0, 0] = 1
-    rle = mask_to_rle(mask)
+    rle = encode_mask(mask)
     path = tmp_path / "s.txt"
     write_mots_txt(
         path, [MOTSObject(2, 2001, 2, rle), MOTSObject(1, 2002, 2, rle), MOTSObject(1, 1001, 1, rle)]
@@ -168,7 +167,7 @@ def test_empty_mots_file_is_an_empty_sequence(tmp_path: Path) -> None:
     [("1 2001 2 4 5", 2), ("1 x 2 4 5 abc", 2), ("1 2001 2 0 5 abc", 2), ("1 2001 2 4 5 ab cd", 2)],
 )
 def test_malformed_mots_line_names_file_and_line(tmp_path: Path, line: str, number: int) -> None:
-    good = f"0 2001 2 4 5 {mask_to_rle(np.ones((4, 5)))['counts']}"
+    good = f"0 2001 2 4 5 {encode_mask(np.ones((4, 5)))['counts']}"
     path = tmp_path / "bad.txt"
     path.write_text(f"{good}\n{line}\n")
     with pytest.raises(HVPSError, match=rf"bad\.txt: line {number}:"):
@@ -178,7 +177,7 @@ def test_malformed_mots_line_names_file_and_line(tmp_path: Path, line: str, numb
 def _square(y: int, x: int, size: int = 3, shape: tuple[int, int] = (10, 10)) -> dict:
     mask = np.zeros(shape, np.uint8)
     mask[y : y + size, x : x + size] = 1
-    return mask_to_rle(mask)
+    return encode_mask(mask)
 
 
 def test_check_no_overlap_finds_overlaps_and_repeated_ids() -> None:

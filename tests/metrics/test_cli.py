@@ -10,9 +10,10 @@ import pytest
 import torch
 
 from hvps_lightning.cli import main
-from hvps_lightning.formats.mots_txt import MOTSObject, mask_to_rle, write_mots_txt
+from hvps_lightning.formats.mots_txt import MOTSObject, write_mots_txt
 from hvps_lightning.formats.step_png import write_step_png
 from hvps_lightning.metrics import STQ
+from hvps_lightning.structures.masks import encode_mask
 
 PERSON = 4  # motchallenge_step
 
@@ -158,18 +159,18 @@ def box(y0: int, x0: int, y1: int, x1: int) -> np.ndarray:
 
 def write_mots_folders(root: Path) -> None:
     a, b = box(0, 0, 4, 4), box(5, 5, 9, 9)
-    write_mots_txt(root / "gt" / "MOTS20-02.txt", [MOTSObject(t, 2001, 2, mask_to_rle(a)) for t in (1, 2, 3)])
+    write_mots_txt(root / "gt" / "MOTS20-02.txt", [MOTSObject(t, 2001, 2, encode_mask(a)) for t in (1, 2, 3)])
     write_mots_txt(
         root / "pred" / "MOTS20-02.txt",
         [
-            MOTSObject(1, 2007, 2, mask_to_rle(a)),
-            MOTSObject(2, 2007, 2, mask_to_rle(a)),
-            MOTSObject(3, 2008, 2, mask_to_rle(a)),
-            MOTSObject(3, 2009, 2, mask_to_rle(b)),
+            MOTSObject(1, 2007, 2, encode_mask(a)),
+            MOTSObject(2, 2007, 2, encode_mask(a)),
+            MOTSObject(3, 2008, 2, encode_mask(a)),
+            MOTSObject(3, 2009, 2, encode_mask(b)),
         ],
     )
     write_mots_txt(root / "gt" / "MOTS20-05.txt", [])  # a valid empty sequence
-    write_mots_txt(root / "pred" / "MOTS20-05.txt", [MOTSObject(1, 2001, 2, mask_to_rle(b))])
+    write_mots_txt(root / "pred" / "MOTS20-05.txt", [MOTSObject(1, 2001, 2, encode_mask(b))])
     write_mots_txt(root / "pred" / "MOTS20-99.txt", [])  # not in the ground truth: ignored
 
 
@@ -212,7 +213,7 @@ def test_mots_overlapping_predictions(tmp_path: Path, capsys: pytest.CaptureFixt
     overlapping = tmp_path / "pred" / "MOTS20-02.txt"
     a = box(0, 0, 4, 4)
     write_mots_txt(
-        overlapping, [MOTSObject(2, 2007, 2, mask_to_rle(a)), MOTSObject(2, 2008, 2, mask_to_rle(a))]
+        overlapping, [MOTSObject(2, 2007, 2, encode_mask(a)), MOTSObject(2, 2008, 2, encode_mask(a))]
     )
     code, _ = evaluate_mots_cli(tmp_path)
     assert_user_error(capsys, code, str(overlapping), "frame 2", "overlap")

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from hvps_lightning.errors import HVPSError
-from hvps_lightning.formats.mots_txt import MOTSObject, mask_to_rle
+from hvps_lightning.formats.mots_txt import MOTSObject
 from hvps_lightning.metrics.mots import (
     HOTA_ALPHAS,
     MOTS_METRIC_KEYS,
@@ -15,6 +15,7 @@ from hvps_lightning.metrics.mots import (
     evaluate_mots,
     preprocess_sequence,
 )
+from hvps_lightning.structures.masks import encode_mask
 
 H, W = 12, 16
 
@@ -26,11 +27,11 @@ def box(y0: int, x0: int, y1: int, x1: int) -> np.ndarray:
 
 
 def obj(frame: int, obj_id: int, mask: np.ndarray, class_id: int = 2) -> MOTSObject:
-    return MOTSObject(frame, obj_id, class_id, mask_to_rle(mask))
+    return MOTSObject(frame, obj_id, class_id, encode_mask(mask))
 
 
 def ignore(frame: int, mask: np.ndarray) -> MOTSObject:
-    return MOTSObject(frame, 10000, 10, mask_to_rle(mask))
+    return MOTSObject(frame, 10000, 10, encode_mask(mask))
 
 
 A, B, C = box(0, 0, 4, 4), box(6, 6, 10, 10), box(0, 10, 4, 14)  # 16 px each, disjoint
@@ -195,7 +196,7 @@ def test_missing_sequence_and_size_mismatch_are_errors() -> None:
     gt = [obj(1, 2001, A)]
     with pytest.raises(HVPSError, match="no predictions"):
         evaluate_mots({"s": gt}, {})
-    small = MOTSObject(1, 2005, 2, mask_to_rle(np.ones((4, 4), np.uint8)))
+    small = MOTSObject(1, 2005, 2, encode_mask(np.ones((4, 4), np.uint8)))
     with pytest.raises(HVPSError, match="frame 1"):
         evaluate_mots({"s": gt}, {"s": [small]})
 

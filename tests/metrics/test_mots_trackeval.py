@@ -13,8 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hvps_lightning.formats.mots_txt import MOTSObject, mask_to_rle, write_mots_txt
+from hvps_lightning.formats.mots_txt import MOTSObject, write_mots_txt
 from hvps_lightning.metrics.mots import evaluate_mots_folders
+from hvps_lightning.structures.masks import encode_mask
 
 trackeval = pytest.importorskip("trackeval")
 
@@ -32,26 +33,26 @@ def random_sequence(rng: np.random.Generator, frames: int, with_gt: bool = True)
     gt, pred = [], []
     for frame in range(1, frames + 1):
         if rng.random() < 0.5:
-            gt.append(MOTSObject(frame, 10000, 10, mask_to_rle(box(18, 0, 24, 30))))
+            gt.append(MOTSObject(frame, 10000, 10, encode_mask(box(18, 0, 24, 30))))
         if rng.random() < 0.5:  # a prediction in the free column x 28-30, 1-5 rows inside the region
             outside, inside = int(rng.integers(0, 5)), int(rng.integers(1, 6))
             pred.append(
-                MOTSObject(frame, 2300 + frame % 3, 2, mask_to_rle(box(18 - outside, 28, 18 + inside, 30)))
+                MOTSObject(frame, 2300 + frame % 3, 2, encode_mask(box(18 - outside, 28, 18 + inside, 30)))
             )
         for cell in rng.permutation(15)[: rng.integers(0, 9)]:
             y, x, cell = 6 * (cell // 5), 6 * (cell % 5), int(cell)
             if with_gt and rng.random() < 0.8:
-                gt.append(MOTSObject(frame, 2000 + cell, 2, mask_to_rle(box(y, x, y + 6, x + 4))))
+                gt.append(MOTSObject(frame, 2000 + cell, 2, encode_mask(box(y, x, y + 6, x + 4))))
             kind = rng.random()
             if kind < 0.5:  # IoU 1, 5/6, 4/6 or 1/2; sometimes another id (a switch)
                 shrink = int(rng.integers(0, 4))
                 pred_id = 2100 + cell + 20 * int(rng.random() < 0.2)
-                pred.append(MOTSObject(frame, pred_id, 2, mask_to_rle(box(y, x, y + 6 - shrink, x + 4))))
+                pred.append(MOTSObject(frame, pred_id, 2, encode_mask(box(y, x, y + 6 - shrink, x + 4))))
             elif kind < 0.65:  # an exact tie: the two halves of the cell's object
-                pred.append(MOTSObject(frame, 2200 + cell, 2, mask_to_rle(box(y, x, y + 6, x + 2))))
-                pred.append(MOTSObject(frame, 2230 + cell, 2, mask_to_rle(box(y, x + 2, y + 6, x + 4))))
+                pred.append(MOTSObject(frame, 2200 + cell, 2, encode_mask(box(y, x, y + 6, x + 2))))
+                pred.append(MOTSObject(frame, 2230 + cell, 2, encode_mask(box(y, x + 2, y + 6, x + 4))))
             elif kind < 0.7:  # a car: not evaluated
-                pred.append(MOTSObject(frame, 1100 + cell, 1, mask_to_rle(box(y, x, y + 6, x + 4))))
+                pred.append(MOTSObject(frame, 1100 + cell, 1, encode_mask(box(y, x, y + 6, x + 4))))
     return gt, pred
 
 

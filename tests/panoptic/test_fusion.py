@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from hvps_lightning.errors import HVPSError
-from hvps_lightning.formats import mask_to_rle, read_step_png
+from hvps_lightning.formats import read_step_png
 from hvps_lightning.formats.semantic_cache import write_semantic_map
 from hvps_lightning.panoptic import (
     DEFAULT_UNCOVERED,
@@ -14,6 +14,7 @@ from hvps_lightning.panoptic import (
     fuse_panoptic,
     fuse_sequence,
 )
+from hvps_lightning.structures.masks import encode_mask
 from hvps_lightning.structures.specs import get_spec
 from hvps_lightning.tracking.tracker import TrackedObject  # the tracker's output type
 
@@ -72,7 +73,7 @@ def _uncovered_case() -> tuple[np.ndarray, list]:
     )
     mask = np.zeros(semantic.shape, dtype=bool)
     mask[:, 2] = True
-    return semantic, [TrackedObject(7, PERSON, 0.9, None, mask_to_rle(mask.astype(np.uint8)))]
+    return semantic, [TrackedObject(7, PERSON, 0.9, None, encode_mask(mask.astype(np.uint8)))]
 
 
 def test_uncovered_void() -> None:
@@ -173,7 +174,7 @@ def test_accepts_dataclass_rle_and_panoptic_instance() -> None:
         semantic,
         [
             Track(1, PERSON, 0.5, a),
-            PanopticInstance(2, PERSON, 0.5, mask_to_rle(b.astype(np.uint8))),
+            PanopticInstance(2, PERSON, 0.5, encode_mask(b.astype(np.uint8))),
             (3, PERSON, 0.5, [0, 0, 0, 0], c),
         ],
         SPEC,
@@ -196,8 +197,8 @@ def test_fuse_sequence_writes_step_pngs_that_read_back(tmp_path) -> None:
         mask_b[4:10, 5:9] = True  # overlaps a; b has the higher score
         write_semantic_map(tmp_path / "sem", "0002", frame, semantic)
         objects = [
-            TrackedObject(5, PERSON, 0.4, None, mask_to_rle(mask_a.astype(np.uint8))),
-            TrackedObject(998, PERSON, 0.7, None, mask_to_rle(mask_b.astype(np.uint8))),
+            TrackedObject(5, PERSON, 0.4, None, encode_mask(mask_a.astype(np.uint8))),
+            TrackedObject(998, PERSON, 0.7, None, encode_mask(mask_b.astype(np.uint8))),
         ]
         tracks.append(objects)
         exp_sem = semantic.astype(np.int32)
@@ -241,7 +242,7 @@ def test_fuse_sequence_uses_cached_probabilities_for_stuff(tmp_path) -> None:
 
 def test_empty_and_fully_hidden_instances_leave_no_pixels() -> None:
     semantic = np.zeros((3, 4), np.uint8)
-    empty = mask_to_rle(np.zeros((3, 4), np.uint8))
+    empty = encode_mask(np.zeros((3, 4), np.uint8))
     big = np.ones((3, 4), bool)
     small = np.zeros((3, 4), bool)
     small[1, 1:3] = True
@@ -249,4 +250,4 @@ def test_empty_and_fully_hidden_instances_leave_no_pixels() -> None:
                                                (3, PERSON, 0.1, small)], SPEC)  # fmt: skip
     assert (instance == 2).all() and (fused == PERSON).all()
     with pytest.raises(HVPSError, match=r"mask of size \(4, 4\) differs"):
-        fuse_panoptic(semantic, [(1, PERSON, 0.9, mask_to_rle(np.ones((4, 4), np.uint8)))], SPEC)
+        fuse_panoptic(semantic, [(1, PERSON, 0.9, encode_mask(np.ones((4, 4), np.uint8)))], SPEC)

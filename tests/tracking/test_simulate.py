@@ -8,14 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hvps_lightning.formats import MOTSObject, mask_to_rle
-from hvps_lightning.tracking.simulate import (
-    decode_mask,
-    gt_frames_from_mots,
-    mask_boxes,
-    moving_objects_gt,
-    simulate_detections,
-)
+from hvps_lightning.formats import MOTSObject
+from hvps_lightning.structures.masks import decode_mask, encode_mask, mask_boxes
+from hvps_lightning.tracking.simulate import gt_frames_from_mots, moving_objects_gt, simulate_detections
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 
@@ -72,9 +67,9 @@ def test_ground_truth_from_mots_objects() -> None:
     mask = np.zeros((6, 8), np.uint8)
     mask[1:3, 2:5] = 1
     objects = [
-        MOTSObject(2, 2005, 2, mask_to_rle(mask)),
-        MOTSObject(2, 10000, 10, mask_to_rle(mask)),
-        MOTSObject(4, 1003, 1, mask_to_rle(mask)),
+        MOTSObject(2, 2005, 2, encode_mask(mask)),
+        MOTSObject(2, 10000, 10, encode_mask(mask)),
+        MOTSObject(4, 1003, 1, encode_mask(mask)),
     ]
     assert [f.frame for f in gt_frames_from_mots(objects, {2: 4})] == ["000002"]  # first to last object
     frames = gt_frames_from_mots(objects, {2: 4}, frame_names=["000002", "000003"])

@@ -7,8 +7,8 @@ import pytest
 
 from hvps_lightning.errors import HVPSError
 from hvps_lightning.structures.detections import FrameDetections
+from hvps_lightning.structures.masks import decode_mask
 from hvps_lightning.tracking.simulate import (
-    decode_mask,
     make_frame,
     moving_objects_gt,
     simulate_detections,

@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hvps_lightning.structures.detections import FrameDetections
-from hvps_lightning.tracking.simulate import decode_mask, encode_mask
+from hvps_lightning.structures.masks import decode_mask, encode_mask
 from hvps_lightning.tracking.tracker import Tracker, TrackerConfig, track_sequence
 
 pytestmark = [

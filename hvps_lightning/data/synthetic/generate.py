@@ -60,7 +60,6 @@ from hvps_lightning.formats import (
     IGNORE_ID,
     MOTSObject,
     PanopticImage,
-    mask_to_rle,
     segments_from_ids,
     write_coco_panoptic_json,
     write_mots_txt,
@@ -69,6 +68,7 @@ from hvps_lightning.formats import (
     write_step_png,
 )
 from hvps_lightning.io import write_json
+from hvps_lightning.structures.masks import encode_mask
 from hvps_lightning.structures.specs import CITYSCAPES_CLASSES, CITYSCAPES_COLORS, DatasetSpec, get_spec
 
 MANIFEST = "hvps_synth.json"
@@ -263,11 +263,11 @@ def _mots_objects(frame: SynthFrame, frame_number: int, spec: DatasetSpec) -> li
         elif seg.instance_id:
             objects.append(
                 MOTSObject(
-                    frame_number, mots_class * 1000 + seg.instance_id, mots_class, mask_to_rle(seg.mask)
+                    frame_number, mots_class * 1000 + seg.instance_id, mots_class, encode_mask(seg.mask)
                 )
             )
     if ignore is not None:
-        objects.append(MOTSObject(frame_number, IGNORE_ID, IGNORE_CLASS, mask_to_rle(ignore)))
+        objects.append(MOTSObject(frame_number, IGNORE_ID, IGNORE_CLASS, encode_mask(ignore)))
     return objects
 
 

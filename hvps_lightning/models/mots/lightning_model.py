@@ -37,7 +37,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
-from pycocotools import mask as mask_utils
 from torch import Tensor
 from torchmetrics.detection import MeanAveragePrecision
 
@@ -46,7 +45,7 @@ from hvps_lightning.models.base import BaseTask, _default_optimizer
 from hvps_lightning.models.mots.torch_model import Backbone, BackboneNorm, MOTSNet, Pretrained, StreamingMOTS
 from hvps_lightning.models.mots.weights import load_with_class_rows, strip_prefix
 from hvps_lightning.structures.detections import FrameDetections
-from hvps_lightning.structures.masks import from_coco
+from hvps_lightning.structures.masks import encode_masks
 from hvps_lightning.structures.specs import DatasetSpec, class_map
 
 #: the losses MOTSNet returns (each logged as train/<name>)
@@ -60,14 +59,6 @@ LOSS_NAMES: tuple[str, ...] = (
     "loss_embedding_triplet",
     "loss_embedding_identity",
 )
-
-
-def masks_to_rles(masks: Tensor) -> list[dict[str, Any]]:
-    """Encode binary masks (N, H, W) as pycocotools compressed RLEs with ``counts`` as str."""
-    if masks.shape[0] == 0:
-        return []
-    array = np.asfortranarray(masks.permute(1, 2, 0).to(torch.uint8).cpu().numpy())
-    return [from_coco(r) for r in mask_utils.encode(array)]
 
 
 class MOTSModule(BaseTask):
@@ -358,7 +349,7 @@ class MOTSModule(BaseTask):
             boxes=detections["boxes"].detach().float().cpu().numpy().astype(np.float32),
             scores=detections["scores"].detach().float().cpu().numpy().astype(np.float32),
             labels=detections["labels"].detach().cpu().numpy().astype(np.int64),
-            masks=masks_to_rles(masks),
+            masks=encode_masks(masks),
             embeddings=detections["embeddings"].detach().float().cpu().numpy().astype(np.float32),
             image_size=(int(height), int(width)),
         )
