@@ -17,8 +17,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from hvps_lightning.formats import MOTSObject, write_mots_txt
+from hvps_lightning.structures.detections import TrackedObject
 from hvps_lightning.structures.specs import DatasetSpec, get_spec
-from hvps_lightning.tracking.tracker import TrackedObject
 
 MOTS_DIR = "mots"
 STEP_DIR = "step"

@@ -49,10 +49,10 @@ from hvps_lightning.errors import HVPSError
 from hvps_lightning.evaluation.ground_truth import GroundTruthSource, panoptic_to_mots
 from hvps_lightning.formats.tracked import STEP_DIR, frame_numbers, mots_objects, write_mots_sequence
 from hvps_lightning.lightning.collect import SequenceCollector
-from hvps_lightning.structures.detections import FrameDetections
+from hvps_lightning.structures.detections import FrameDetections, TrackedObject
 from hvps_lightning.structures.specs import DatasetSpec, get_spec
 from hvps_lightning.tracking.config import TrackerConfig
-from hvps_lightning.tracking.tracker import TrackedObject, track_sequence
+from hvps_lightning.tracking.tracker import track_sequence
 
 #: the MOTS metrics logged per class (those evaluate_mots returns).
 MOTS_KEYS = ("sMOTSA", "MOTSA", "MOTSP", "IDF1", "IDSW", "HOTA")

@@ -1,6 +1,8 @@
-"""The per-frame detections that the MOTS network emits and the tracker consumes.
+"""Detections and tracked objects: what the MOTS network emits and what the tracker hands out.
 
-This is the in-memory side of the detection cache (``cache.py`` stores a sequence of them).
+:class:`FrameDetections` is the in-memory side of the detection cache
+(:mod:`hvps_lightning.formats.detection_cache` stores a sequence of them);
+:class:`TrackedObject` is one tracked object of one frame, as the tracker outputs it.
 
 Conventions:
     * ``boxes``: (N, 4) float32, ``x1, y1, x2, y2`` in pixels of the original image.
@@ -83,3 +85,25 @@ class FrameDetections:
             raise HVPSError(f"{loc}: scores contain NaN or inf")
         if not np.isfinite(self.embeddings).all():
             raise HVPSError(f"{loc}: embeddings contain NaN or inf")
+
+
+@dataclass(slots=True)
+class TrackedObject:
+    """One tracked object in one frame.
+
+    Attributes:
+        track_id: the track id, 1 .. ``max_track_id`` (unique per sequence at any time).
+        label: semantic class id (spec id, e.g. 4 = person in MOTChallenge-STEP).
+        score: detection score.
+        box: (4,) float32 ``x1, y1, x2, y2`` of the detection.
+        rle: compressed RLE ``{"size": [H, W], "counts": str}``, disjoint from the other
+            objects of the frame.
+        detection_index: index of the detection in the frame's :class:`FrameDetections`.
+    """
+
+    track_id: int
+    label: int
+    score: float
+    box: np.ndarray
+    rle: dict[str, Any]
+    detection_index: int = -1

@@ -69,7 +69,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from hvps_lightning.errors import HVPSError
-from hvps_lightning.structures.detections import FrameDetections
+from hvps_lightning.structures.detections import FrameDetections, TrackedObject
 from hvps_lightning.structures.masks import resolve_overlaps
 from hvps_lightning.tracking.config import TrackerConfig
 
@@ -77,28 +77,6 @@ __all__ = ["TrackedObject", "Tracker", "TrackerConfig", "track_sequence"]
 
 #: cost of a forbidden pair; larger than any allowed cost (costs lie in [0, 2]).
 _FORBIDDEN = 1e6
-
-
-@dataclass(slots=True)
-class TrackedObject:
-    """One tracked object in one frame.
-
-    Attributes:
-        track_id: the track id, 1 .. ``max_track_id`` (unique per sequence at any time).
-        label: semantic class id (spec id, e.g. 4 = person in MOTChallenge-STEP).
-        score: detection score.
-        box: (4,) float32 ``x1, y1, x2, y2`` of the detection.
-        rle: compressed RLE ``{"size": [H, W], "counts": str}``, disjoint from the other
-            objects of the frame.
-        detection_index: index of the detection in the frame's :class:`FrameDetections`.
-    """
-
-    track_id: int
-    label: int
-    score: float
-    box: np.ndarray
-    rle: dict[str, Any]
-    detection_index: int = -1
 
 
 @dataclass

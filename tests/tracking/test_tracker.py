@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from hvps_lightning.errors import HVPSError
-from hvps_lightning.structures.detections import FrameDetections
+from hvps_lightning.structures.detections import FrameDetections, TrackedObject
 from hvps_lightning.structures.masks import decode_mask
 from hvps_lightning.tracking.simulate import (
     make_frame,
@@ -14,7 +14,7 @@ from hvps_lightning.tracking.simulate import (
     simulate_detections,
     track_identities,
 )
-from hvps_lightning.tracking.tracker import TrackedObject, Tracker, TrackerConfig, track_sequence
+from hvps_lightning.tracking.tracker import Tracker, TrackerConfig, track_sequence
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 

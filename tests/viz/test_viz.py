@@ -15,8 +15,8 @@ from hvps_lightning.lightning.image_logging import (
     WandbImageLogger,
     image_logger_for,
 )
+from hvps_lightning.structures.detections import TrackedObject
 from hvps_lightning.structures.masks import encode_mask
-from hvps_lightning.tracking.tracker import TrackedObject
 from hvps_lightning.viz import (
     class_colors,
     colorize_panoptic,
