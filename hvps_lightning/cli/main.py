@@ -23,7 +23,7 @@ LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 
 #: command -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "synth": ("hvps_lightning.data.synthetic.generate", "write a synthetic dataset in an official layout"),
+    "synth": ("hvps_lightning.cli.synth", "write a synthetic dataset in an official layout"),
     "data": ("hvps_lightning.data.check", "check a dataset root (hvps data check)"),
     "evaluate": ("hvps_lightning.cli.evaluate", "STQ / MOTS metrics from folders of results"),
     "track": ("hvps_lightning.cli.track", "track a detection cache; write MOTS txt / STEP PNGs"),

@@ -4,17 +4,23 @@ Example::
 
     hvps predict --config experiments/... --trainer.callbacks+=DetectionCacheWriter ...
     hvps track --detections cache/detections --out runs/tracked \\
-        --tracker-config experiments/tracker/default.yaml --semantic cache/semantic
+        --tracker-config experiments/tracker/default.yaml --semantic cache/semantic \\
+        --gt data/motchallenge_step
 
 Writes, every file under a temporary name and renamed when complete:
 
 * ``<out>/mots/<seq>.txt``: MOTS txt per sequence (ids ``class * 1000 + track id``, frame =
   ``int(frame name)``; see :mod:`hvps_lightning.formats.tracked`);
 * ``<out>/step/<seq>/<frame>.png``: fused STEP panoptic PNGs, with ``--semantic DIR`` (a
-  semantic cache ``<DIR>/<seq>/<frame>.png``), through
-  :func:`hvps_lightning.panoptic.fusion.fuse_panoptic`;
+  semantic cache ``<DIR>/<seq>/<frame>.png``);
 * ``<out>/tracker_config.yaml``: the tracker parameters used;
-* ``<out>/summary.json``: per sequence, frames, tracks and objects.
+* ``<out>/summary.json``: per sequence, frames, tracks and objects; with ``--gt``, the scores.
+
+With ``--gt`` (a dataset root or a folder ``<seq>/<frame>.png`` of STEP ground truth) the tracks
+are also scored in the same pass: AQ of the tracks fused into the ground-truth semantic map,
+STQ/SQ of the fused output (with ``--semantic``) and the MOTS metrics, through the project's
+one evaluation path (:func:`~hvps_lightning.evaluation.scoring.track_fuse_score`), so the
+numbers equal those of the offline tracker callback and of the tracker sweeps.
 
 The dataset (classes, MOTS class ids) comes from ``--dataset``, else from the cache metadata,
 else ``motchallenge_step``.
@@ -29,14 +35,10 @@ from typing import Any
 from jsonargparse import ArgumentParser, Namespace
 
 from hvps_lightning.errors import HVPSError
-from hvps_lightning.formats.detection_cache import cache_dataset, list_cached_sequences, read_detection_cache
-from hvps_lightning.formats.tracked import STEP_DIR, write_mots_sequence
-from hvps_lightning.io import write_json
-from hvps_lightning.structures.specs import SPECS, get_spec
-from hvps_lightning.tracking.config import TrackerConfig
-from hvps_lightning.tracking.tracker import track_sequence
+from hvps_lightning.structures.specs import SPECS
 
 DEFAULT_DATASET = "motchallenge_step"
+FUSION_RULES = ("crowd", "void", "stuff")
 
 
 def build_parser() -> ArgumentParser:
@@ -44,7 +46,7 @@ def build_parser() -> ArgumentParser:
     parser = ArgumentParser(
         prog="hvps track",
         description="Track a detection cache (IA-MOT style tracker); write MOTS txt and, with "
-        "--semantic, fused STEP panoptic PNGs.",
+        "--semantic, fused STEP panoptic PNGs; with --gt, score them.",
     )
     parser.add_argument("--detections", type=str, required=True, help="detection cache folder (hvps predict)")
     parser.add_argument("--out", type=str, required=True, help="output folder: mots/, step/, summary.json")
@@ -55,6 +57,15 @@ def build_parser() -> ArgumentParser:
         "--semantic", type=str | None, default=None, help="semantic cache <seq>/<frame>.png: write STEP PNGs"
     )
     parser.add_argument(
+        "--gt",
+        type=str | None,
+        default=None,
+        help="STEP ground truth (dataset root or <seq>/<frame>.png folder): score the tracks (AQ, STQ, MOTS)",
+    )
+    parser.add_argument(
+        "--split", type=str | None, default=None, help="with --gt: folder/split of a dataset root"
+    )
+    parser.add_argument(
         "--dataset",
         type=str | None,
         default=None,
@@ -62,10 +73,10 @@ def build_parser() -> ArgumentParser:
     )
     parser.add_argument("--sequences", type=str, nargs="+", default=None, help="track only these sequences")
     parser.add_argument(
-        "--uncovered",
+        "--fusion-rule",
         type=str | None,
         default=None,
-        help="fusion rule for thing pixels no track covers: crowd, void or stuff (default: the fusion's)",
+        help="what thing pixels no track covers become: crowd, void or stuff (default: the fusion's)",
     )
     parser.add_argument("--progress", type=bool, default=True, help="show a progress bar on stderr")
     return parser
@@ -73,6 +84,21 @@ def build_parser() -> ArgumentParser:
 
 def run(cfg: Namespace) -> int:
     """Run ``hvps track``; return the exit code."""
+    from hvps_lightning.evaluation.ground_truth import StepFolderGroundTruth, locate_ground_truth
+    from hvps_lightning.evaluation.scoring import track_fuse_score
+    from hvps_lightning.evaluation.semantic import SemanticCache
+    from hvps_lightning.formats.detection_cache import (
+        cache_dataset,
+        list_cached_sequences,
+        read_detection_cache_dir,
+    )
+    from hvps_lightning.formats.step_png import write_step_png
+    from hvps_lightning.formats.tracked import STEP_DIR, write_mots_sequence
+    from hvps_lightning.io import write_json
+    from hvps_lightning.panoptic.fusion import DEFAULT_UNCOVERED
+    from hvps_lightning.structures.specs import get_spec
+    from hvps_lightning.tracking.config import TrackerConfig
+
     detections = Path(cfg.detections)
     out = Path(cfg.out)
     if not detections.is_dir():
@@ -90,50 +116,65 @@ def run(cfg: Namespace) -> int:
     semantic_dir = Path(cfg.semantic) if cfg.semantic else None
     if semantic_dir is not None and not semantic_dir.is_dir():
         raise HVPSError(f"--semantic {semantic_dir}: not a folder")
-    fusion_kwargs: dict[str, Any] = {}
-    if semantic_dir is not None:
-        from hvps_lightning.panoptic.fusion import UNCOVERED_RULES, fuse_sequence
-
-        if cfg.uncovered is not None:
-            if cfg.uncovered not in UNCOVERED_RULES:
-                raise HVPSError(f"--uncovered {cfg.uncovered}: expected one of {', '.join(UNCOVERED_RULES)}")
-            fusion_kwargs["uncovered"] = cfg.uncovered
-    elif cfg.uncovered is not None:
-        raise HVPSError("--uncovered: only used with --semantic")
+    if cfg.fusion_rule is not None and cfg.fusion_rule not in FUSION_RULES:
+        raise HVPSError(f"--fusion-rule {cfg.fusion_rule}: expected one of {', '.join(FUSION_RULES)}")
+    if cfg.fusion_rule is not None and semantic_dir is None and cfg.gt is None:
+        raise HVPSError("--fusion-rule: only used with --semantic or --gt")
+    if cfg.split is not None and cfg.gt is None:
+        raise HVPSError("--split: only used with --gt")
 
     # Read every sequence first: a bad cache file fails before anything is written.
-    cached = {name: read_detection_cache(detections, name) for name in names}
-    dataset = cfg.dataset or cache_dataset(cached[names[0]][1]) or DEFAULT_DATASET
-    spec = get_spec(dataset)
+    cached = read_detection_cache_dir(detections, names)
+    spec = get_spec(cfg.dataset or cache_dataset(cached[names[0]][1]) or DEFAULT_DATASET)
     if semantic_dir is not None:
         missing = [n for n in names if not (semantic_dir / n).is_dir()]
         if missing:
             raise HVPSError(f"--semantic {semantic_dir}: no folder for sequence(s) {', '.join(missing)}")
+    ground_truth = None
+    if cfg.gt is not None:
+        ground_truth = StepFolderGroundTruth(
+            locate_ground_truth(cfg.gt, "panoptic", names, spec, cfg.split), spec
+        )
+
+    def write_fused(sequence: str, frame: str, fused: Any) -> None:
+        write_step_png(out / STEP_DIR / sequence / f"{frame}.png", *fused)
 
     total = sum(len(frames) for frames, _ in cached.values())
     progress = _progress(total, enabled=bool(cfg.progress))
-    summary: dict[str, Any] = {"dataset": spec.name, "sequences": {}}
     try:
-        for name in names:
-            frames, _ = cached[name]
-            tracks = track_sequence(_advance(frames, progress), config)
-            frame_names = [f.frame for f in frames]
-            write_mots_sequence(out, name, frame_names, tracks, spec)
-            if semantic_dir is not None:
-                fuse_sequence(semantic_dir, name, frame_names, tracks, spec, out / STEP_DIR, **fusion_kwargs)
-            summary["sequences"][name] = {
-                "frames": len(frames),
-                "tracks": len({o.track_id for objects in tracks for o in objects}),
-                "objects": sum(len(objects) for objects in tracks),
-            }
+        result = track_fuse_score(
+            {name: frames for name, (frames, _) in cached.items()},
+            SemanticCache(semantic_dir) if semantic_dir is not None else None,
+            ground_truth,
+            config,
+            cfg.fusion_rule or DEFAULT_UNCOVERED,
+            spec=spec,
+            on_fused=write_fused,
+            on_tracked=progress.update if progress is not None else None,
+        )
     finally:
         if progress is not None:
             progress.close()
+    summary: dict[str, Any] = {"dataset": spec.name, "sequences": {}}
+    for name, tracked in result.tracked.items():
+        write_mots_sequence(out, name, tracked.frame_names, tracked.tracks, spec)
+        summary["sequences"][name] = {
+            "frames": len(tracked.frames),
+            "tracks": tracked.num_tracks,
+            "objects": sum(len(objects) for objects in tracked.tracks),
+        }
     config.to_yaml(out / "tracker_config.yaml")
     summary["tracker_config"] = config.to_dict()
+    if ground_truth is not None:
+        summary["scores"] = {
+            k: v for k, v in result.scores.items() if k not in ("num_tracks", "frames_with_gt")
+        }
     write_json(out / "summary.json", summary)
     written = "MOTS txt" + (" and STEP PNGs" if semantic_dir is not None else "")
     print(f"hvps track: {len(names)} sequence(s), {total} frame(s): {written} in {out}")
+    if ground_truth is not None:
+        shown = {k: summary["scores"][k] for k in ("aq", "stq", "sq") if k in summary["scores"]}
+        print("hvps track: " + ", ".join(f"{k.upper()} {100 * v:.1f}" for k, v in shown.items()))
     return 0
 
 
@@ -143,10 +184,3 @@ def _progress(total: int, enabled: bool) -> Any:
     from tqdm import tqdm
 
     return tqdm(total=total, unit="frame", desc="track", file=sys.stderr, leave=False)
-
-
-def _advance(frames: list[Any], progress: Any) -> Any:
-    for frame in frames:
-        yield frame
-        if progress is not None:
-            progress.update(1)

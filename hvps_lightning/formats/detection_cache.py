@@ -308,4 +308,3 @@ def read_detection_cache_dir(
     if not names:
         raise file_error(directory, "no cached sequences (no <seq>.json files)")
     return {name: read_detection_cache(directory, name) for name in names}
-

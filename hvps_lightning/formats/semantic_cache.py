@@ -1,6 +1,6 @@
 """The semantic cache: per-frame semantic maps (and optional class probabilities) on disk.
 
-Written by :class:`~hvps_lightning.models.semantic.SemanticCacheWriter` during ``hvps predict``
+Written by :class:`~hvps_lightning.lightning.writers.SemanticCacheWriter` during ``hvps predict``
 and read by the panoptic fusion (``hvps track --semantic DIR``). Layout:
 
 * ``<dir>/<seq>/<frame>.png``: 8-bit single-channel PNG of class ids at the original image size

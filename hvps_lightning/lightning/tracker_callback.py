@@ -3,19 +3,14 @@
 ``MOTSModule.validation_step`` / ``test_step`` return ``{"detections": [(sequence,
 FrameDetections), ...]}``. This callback collects them batch by batch; at the end of the
 epoch it gathers them on rank 0 (``torch.distributed.gather_object``; frames repeated by DDP
-padding are dropped), runs the tracker per sequence (:func:`track_sequence`), scores the
-tracks against the ground truth of the datamodule's dataset and logs, on every rank, the same
-numbers (computed once on rank 0 and broadcast):
-
-* ``<stage>/aq``: association quality of the tracks fused into the *ground-truth* semantic map
-  (thing pixels no track covers become void), so it measures tracking (and instance masks)
-  alone. Always logged when there is ground truth.
-* ``<stage>/stq``, ``<stage>/sq``, ``<stage>/aq_fused``: with ``semantic_dir`` (a semantic cache
-  ``<dir>/<seq>/<frame>.png`` of the same frames), STQ of the tracks fused with the predicted
-  semantics (:func:`~hvps_lightning.panoptic.fusion.fuse_panoptic`, its default rule).
-* ``<stage>/mots/<class>/{sMOTSA,MOTSA,MOTSP,IDF1,IDSW,...}``: MOTS metrics per MOTS class of
-  the spec (pedestrian, car), with MOTS ground truth derived from the panoptic ground truth.
-* ``<stage>/num_tracks``.
+padding are dropped) and hands them to the project's one evaluation path,
+:func:`~hvps_lightning.evaluation.scoring.track_fuse_score`, with the ground truth of the
+datamodule's dataset; every rank then logs the same numbers (computed once on rank 0 and
+broadcast): ``<stage>/aq`` (tracks fused into the ground-truth semantic map: the tracker and the
+instance masks alone), with ``semantic_dir`` (a semantic cache of the same frames)
+``<stage>/stq``, ``<stage>/sq`` and ``<stage>/aq_fused``, the MOTS metrics per MOTS class
+``<stage>/mots/<pedestrian|car>/<metric>`` and ``<stage>/num_tracks``. ``hvps track --gt``, the
+tracker sweeps and ``hvps ablate`` give the same numbers for the same inputs.
 
 ``<stage>`` is ``val`` or ``test``. Optional exports (``export_dir``): MOTS txt, STEP PNGs (with
 ``semantic_dir``), overlay GIFs and the detection cache, into a folder per evaluation
@@ -40,23 +35,20 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-import numpy as np
-import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_warn
 
 from hvps_lightning.errors import HVPSError
-from hvps_lightning.evaluation.ground_truth import GroundTruthSource, panoptic_to_mots
-from hvps_lightning.formats.tracked import STEP_DIR, frame_numbers, mots_objects, write_mots_sequence
+from hvps_lightning.evaluation.ground_truth import DatasetGroundTruth
+from hvps_lightning.evaluation.scoring import track_fuse_score
+from hvps_lightning.evaluation.semantic import SemanticCache
+from hvps_lightning.formats.tracked import STEP_DIR, write_mots_sequence
 from hvps_lightning.lightning.collect import SequenceCollector
+from hvps_lightning.panoptic.fusion import DEFAULT_UNCOVERED, UNCOVERED_RULES
 from hvps_lightning.structures.detections import FrameDetections, TrackedObject
+from hvps_lightning.structures.panoptic import PanopticFrame
 from hvps_lightning.structures.specs import DatasetSpec, get_spec
 from hvps_lightning.tracking.config import TrackerConfig
-from hvps_lightning.tracking.tracker import track_sequence
-
-#: the MOTS metrics logged per class (those evaluate_mots returns).
-MOTS_KEYS = ("sMOTSA", "MOTSA", "MOTSP", "IDF1", "IDSW", "HOTA")
-_MOTS_CLASS_NAMES = {1: "car", 2: "pedestrian"}
 
 
 def resolve_tracker_config(config: TrackerConfig | Mapping[str, Any] | str | Path | None) -> TrackerConfig:
@@ -85,8 +77,8 @@ class OfflineTrackerCallback(Callback):
         log_overlays: send overlays (a few frames and a GIF) of this many sequences to the logger.
         overlay_frames: at most this many frames per overlay GIF.
         mots_metrics: compute the MOTS metrics (needs ``hvps_lightning.metrics.mots``).
-        uncovered: fusion rule for ``semantic_dir`` (``crowd``, ``void``, ``stuff``; default: the
-            fusion's).
+        fusion_rule: what thing pixels no track covers become in both fusions (``crowd``, ``void``,
+            ``stuff``; see :mod:`hvps_lightning.panoptic.fusion`).
         stages: run after ``validate`` and/or ``test`` epochs.
     """
 
@@ -100,7 +92,7 @@ class OfflineTrackerCallback(Callback):
         log_overlays: int = 0,
         overlay_frames: int = 32,
         mots_metrics: bool = True,
-        uncovered: str | None = None,
+        fusion_rule: str = DEFAULT_UNCOVERED,
         stages: Sequence[str] = ("validate", "test"),
     ) -> None:
         super().__init__()
@@ -114,7 +106,9 @@ class OfflineTrackerCallback(Callback):
         self.log_overlays = log_overlays
         self.overlay_frames = overlay_frames
         self.mots_metrics = mots_metrics
-        self.uncovered = uncovered
+        if fusion_rule not in UNCOVERED_RULES:
+            raise HVPSError(f"fusion_rule {fusion_rule!r}: expected one of {', '.join(UNCOVERED_RULES)}")
+        self.fusion_rule = fusion_rule
         unknown = set(stages) - {"validate", "test"}
         if unknown:
             raise HVPSError(f"stages: unknown {sorted(unknown)}; use validate and/or test")
@@ -209,59 +203,37 @@ class OfflineTrackerCallback(Callback):
         prefix: str = "val",
         role: str = "val",
     ) -> dict[str, float]:
-        """Track every sequence and return the metrics (``<prefix>/...``); writes exports and overlays."""
+        """Track, fuse and score every sequence (``<prefix>/...`` metrics); writes exports and overlays."""
         spec = self._spec(trainer, pl_module)
         image_paths = {
             key: str(facts["image_path"]) for key, facts in notes.items() if facts.get("image_path")
         }
-        gt = GroundTruthSource(spec, self._dataset(trainer, role), image_paths)
-        stq_gt = self._stq(spec)
-        stq_fused = self._stq(spec) if self.semantic_dir is not None else None
-        gt_mots: dict[str, list[Any]] = {}
-        pred_mots: dict[str, list[Any]] = {}
-        self.last_tracks = {}
-        fused_frames: dict[str, list[tuple[str, np.ndarray, np.ndarray]]] = {}
-        frames_with_gt = 0
-        num_tracks = 0
-        for sequence, frames in sequences.items():
-            tracks = track_sequence(frames, self.config)
-            names = [f.frame for f in frames]
-            self.last_tracks[sequence] = (names, tracks)
-            num_tracks += len({o.track_id for objects in tracks for o in objects})
-            numbers = frame_numbers(names)
-            sequence_gt: list[Any] = []
-            for detections, objects, number in zip(frames, tracks, numbers, strict=True):
-                labels = gt.frame(sequence, detections.frame)
-                if labels is None:
-                    continue
-                frames_with_gt += 1
-                gt_semantic, gt_instance = labels
-                self._check_size(detections, gt_semantic, sequence)
-                where = f"{sequence}/{detections.frame}"
-                semantic, instance = self._fuse(gt_semantic, objects, spec, "void", where)
-                _update_stq(stq_gt, semantic, instance, gt_semantic, gt_instance, sequence)
-                if stq_fused is not None:
-                    predicted = self._read_semantic(sequence, detections.frame)
-                    semantic, instance = self._fuse(predicted, objects, spec, self.uncovered, where)
-                    _update_stq(stq_fused, semantic, instance, gt_semantic, gt_instance, sequence)
-                    if self.export_dir is not None:  # only the export reads the fused maps back
-                        fused_frames.setdefault(sequence, []).append((detections.frame, semantic, instance))
-                sequence_gt += panoptic_to_mots(gt_semantic, gt_instance, spec, number)
-            if gt.available(sequence):
-                gt_mots[sequence] = sequence_gt
-                pred_mots[sequence] = mots_objects(names, tracks, spec)
+        ground_truth = DatasetGroundTruth(spec, self._dataset(trainer, role), image_paths)
+        semantic = SemanticCache(self.semantic_dir) if self.semantic_dir is not None else None
+        fused_frames: dict[str, list[tuple[str, PanopticFrame]]] = {}
 
-        metrics: dict[str, float] = {f"{prefix}/num_tracks": float(num_tracks)}
-        if frames_with_gt:
-            metrics[f"{prefix}/aq"] = float(stq_gt.compute()["aq"])
-            if stq_fused is not None:
-                result = stq_fused.compute()
-                metrics.update({f"{prefix}/stq": float(result["stq"]), f"{prefix}/sq": float(result["sq"])})
-                metrics[f"{prefix}/aq_fused"] = float(result["aq"])
-            if self.mots_metrics:
-                metrics.update(self._mots(gt_mots, pred_mots, spec, prefix))
-        elif sequences:
+        def keep(sequence: str, frame: str, fused: PanopticFrame) -> None:
+            fused_frames.setdefault(sequence, []).append((frame, fused))
+
+        kinds = ("aq", "stq", "mots") if self.mots_metrics else ("aq", "stq")
+        result = track_fuse_score(
+            sequences,
+            semantic,
+            ground_truth,
+            self.config,
+            self.fusion_rule,
+            spec=spec,
+            scores=kinds,
+            on_fused=keep if self.export_dir is not None else None,
+        )
+        self.last_tracks = {
+            name: (tracked.frame_names, tracked.tracks) for name, tracked in result.tracked.items()
+        }
+        if not result.scores.get("frames_with_gt") and sequences:
             self._warn_once("no-gt", "OfflineTrackerCallback: no ground truth found for the evaluated frames")
+        metrics = {
+            f"{prefix}/{name}": value for name, value in result.scores.items() if name != "frames_with_gt"
+        }
         self._export(trainer, prefix, sequences, spec, fused_frames, image_paths)
         return metrics
 
@@ -284,75 +256,13 @@ class OfflineTrackerCallback(Callback):
         except HVPSError:
             return None
 
-    @staticmethod
-    def _stq(spec: DatasetSpec) -> Any:
-        from hvps_lightning.metrics import STQ
-
-        return STQ(
-            num_classes=spec.num_classes,
-            things=list(spec.thing_ids),
-            ignore_label=spec.ignore_label,
-            label_divisor=spec.label_divisor,
-            class_names=list(spec.class_names),
-            # Only rank 0 evaluates: a sync would wait forever for the other ranks.
-            sync_on_compute=False,
-        )
-
-    @staticmethod
-    def _check_size(detections: FrameDetections, gt_semantic: np.ndarray, sequence: str) -> None:
-        size = tuple(int(v) for v in detections.image_size)
-        if size != (0, 0) and size != gt_semantic.shape:
-            raise HVPSError(
-                f"{sequence}/{detections.frame}: detections are {size[0]}x{size[1]} but the ground truth is "
-                f"{gt_semantic.shape[0]}x{gt_semantic.shape[1]} (detections must be at original resolution)"
-            )
-
-    @staticmethod
-    def _fuse(
-        semantic: np.ndarray,
-        objects: list[TrackedObject],
-        spec: DatasetSpec,
-        uncovered: str | None,
-        where: str,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        from hvps_lightning.panoptic.fusion import fuse_panoptic
-
-        kwargs = {"uncovered": uncovered} if uncovered is not None else {}
-        things = [o for o in objects if o.label in spec.thing_ids]
-        return fuse_panoptic(semantic, things, spec, where=where, **kwargs)
-
-    def _read_semantic(self, sequence: str, frame: str) -> np.ndarray:
-        from hvps_lightning.formats.semantic_cache import read_semantic_map
-
-        assert self.semantic_dir is not None
-        return read_semantic_map(self.semantic_dir, sequence, frame)
-
-    def _mots(
-        self, gt: dict[str, list[Any]], pred: dict[str, list[Any]], spec: DatasetSpec, prefix: str
-    ) -> dict[str, float]:
-        try:
-            from hvps_lightning.metrics.mots import evaluate_mots
-        except ImportError:
-            self._warn_once(
-                "no-mots", "OfflineTrackerCallback: hvps_lightning.metrics.mots is missing; no MOTS metrics"
-            )
-            return {}
-        out: dict[str, float] = {}
-        for class_id in sorted(set(spec.mots_class_ids.values())):
-            combined = evaluate_mots(gt, pred, class_id=class_id)["combined"]
-            name = _MOTS_CLASS_NAMES.get(class_id, str(class_id))
-            for key in MOTS_KEYS:
-                if key in combined and combined[key] is not None:
-                    out[f"{prefix}/mots/{name}/{key}"] = float(combined[key])
-        return out
-
     def _export(
         self,
         trainer: L.Trainer | None,
         prefix: str,
         sequences: Mapping[str, list[FrameDetections]],
         spec: DatasetSpec,
-        fused_frames: Mapping[str, list[tuple[str, np.ndarray, np.ndarray]]],
+        fused_frames: Mapping[str, list[tuple[str, PanopticFrame]]],
         image_paths: Mapping[tuple[str, str], str],
     ) -> None:
         want_logged = self.log_overlays > 0 and trainer is not None and trainer.loggers
@@ -367,8 +277,8 @@ class OfflineTrackerCallback(Callback):
             for sequence, (names, tracks) in self.last_tracks.items():
                 write_mots_sequence(folder, sequence, names, tracks, spec)
             for sequence, fused in fused_frames.items():
-                for frame, semantic, instance in fused:
-                    write_step_png(folder / STEP_DIR / sequence / f"{frame}.png", semantic, instance)
+                for frame, panoptic in fused:
+                    write_step_png(folder / STEP_DIR / sequence / f"{frame}.png", *panoptic)
             if self.export_cache:
                 from hvps_lightning.formats.detection_cache import write_detection_cache
 
@@ -422,17 +332,3 @@ class OfflineTrackerCallback(Callback):
         if key not in self._warned:
             self._warned.add(key)
             rank_zero_warn(message)
-
-
-def _update_stq(
-    metric: Any,
-    semantic: np.ndarray,
-    instance: np.ndarray,
-    gt_semantic: np.ndarray,
-    gt_instance: np.ndarray,
-    sequence: str,
-) -> None:
-    # int32 (not int64) halves the memory traffic of STQ's run-length pass
-    preds = torch.from_numpy(np.stack([semantic, instance], axis=-1).astype(np.int32)[None])
-    target = torch.from_numpy(np.stack([gt_semantic, gt_instance], axis=-1).astype(np.int32)[None])
-    metric.update(preds, target, [sequence])

@@ -1,22 +1,13 @@
-"""Weights & Biases logging: offline unless an API key is configured, and offline runs readable.
+"""Weights & Biases logging: offline unless an API key is configured.
 
 ``HVPSWandbLogger`` is Lightning's ``WandbLogger`` with a ``mode`` switch whose default,
 ``auto``, runs online only when an API key is set (``WANDB_API_KEY`` or a ``~/.netrc`` entry
 for api.wandb.ai) and offline otherwise, so nothing blocks on a login prompt without network.
-
-``read_offline_run`` parses an offline run's transaction log (``run-<id>.wandb``) back into
-config, history and summary. wandb ships no Python reader for that file any more (its
-``DataStore`` moved into the Go core), so this small reader of the LevelDB-style log format
-is written here; tests use it to check that configs and metrics arrived.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import struct
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -94,123 +85,3 @@ class HVPSWandbLogger(WandbLogger):
             tags=tags,
             **kwargs,
         )
-
-
-@dataclass
-class OfflineRun:
-    """What an offline W&B run recorded."""
-
-    run_id: str
-    config: dict[str, Any] = field(default_factory=dict)
-    history: list[dict[str, Any]] = field(default_factory=list)
-    summary: dict[str, Any] = field(default_factory=dict)
-    group: str = ""
-    name: str = ""
-
-
-_BLOCK = 32768
-_HEADER = 7  # file header (":W&B", magic, version) and record header (crc, length, type) alike
-
-
-def _records(path: Path) -> list[bytes]:
-    data = path.read_bytes()
-    if data[:4] != b":W&B":
-        raise HVPSError(f"{path}: not a W&B transaction log")
-    out: list[bytes] = []
-    pending = b""
-    pos = _HEADER
-    while pos + _HEADER <= len(data):
-        room = _BLOCK - pos % _BLOCK
-        if room < _HEADER:  # block trailer padding
-            pos += room
-            continue
-        _crc, length, kind = struct.unpack("<IHB", data[pos : pos + _HEADER])
-        pos += _HEADER
-        if kind == 0 and length == 0:
-            pos += room - _HEADER
-            continue
-        chunk = data[pos : pos + length]
-        pos += length
-        if kind == 1:  # full
-            out.append(chunk)
-        elif kind == 2:  # first
-            pending = chunk
-        elif kind == 3:  # middle
-            pending += chunk
-        elif kind == 4:  # last
-            out.append(pending + chunk)
-            pending = b""
-    return out
-
-
-def _put(target: dict[str, Any], item: Any) -> None:
-    """Store one record item; media and dicts arrive split over nested keys and are rebuilt."""
-    value = json.loads(item.value_json)
-    if item.key:
-        target[item.key] = value
-        return
-    path = list(item.nested_key)
-    for part in path[:-1]:
-        node = target.get(part)
-        if not isinstance(node, dict):
-            node = target[part] = {}
-        target = node
-    target[path[-1]] = value
-
-
-def read_offline_run(run_dir: str | Path, timeout: float = 30.0) -> OfflineRun:
-    """Read config, history rows and summary of an offline run folder (``offline-run-*``).
-
-    ``wandb.finish()`` can return before W&B's background process has flushed the
-    transaction log, so this waits up to ``timeout`` seconds for the run's exit record and
-    then reads what is there.
-
-    Raises:
-        HVPSError: if the folder holds no transaction log.
-    """
-    from wandb.proto import wandb_internal_pb2 as pb
-
-    run_dir = Path(run_dir)
-    logs = sorted(run_dir.glob("run-*.wandb"))
-    if not logs:
-        raise HVPSError(f"{run_dir}: no run-*.wandb file (not a W&B run folder)")
-    run = OfflineRun(run_id=logs[0].stem.removeprefix("run-"))
-    deadline = time.monotonic() + timeout
-    while True:
-        records = []
-        try:
-            for raw in _records(logs[0]):
-                record = pb.Record()
-                record.ParseFromString(raw)
-                records.append(record)
-            complete = any(r.WhichOneof("record_type") == "exit" for r in records)
-        except Exception:  # a record still being written: read again
-            if time.monotonic() > deadline:
-                raise
-            complete = False
-        if complete or time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
-    for record in records:
-        kind = record.WhichOneof("record_type")
-        if kind == "run":
-            run.group, run.name = record.run.run_group, record.run.display_name
-            for item in record.run.config.update:
-                _put(run.config, item)
-        elif kind == "config":
-            for item in record.config.update:
-                _put(run.config, item)
-        elif kind == "history":
-            row: dict[str, Any] = {}
-            for item in record.history.item:
-                _put(row, item)
-            run.history.append(row)
-        elif kind == "summary":
-            for item in record.summary.update:
-                _put(run.summary, item)
-    return run
-
-
-def find_offline_runs(root: str | Path) -> list[Path]:
-    """Return the offline run folders under ``root`` (oldest first)."""
-    return sorted(Path(root).rglob("offline-run-*"), key=lambda p: p.name)

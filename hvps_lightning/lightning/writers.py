@@ -1,9 +1,10 @@
-"""``DetectionCacheWriter``: a Lightning prediction writer that fills the detection cache.
+"""Lightning prediction writers: the detection cache and the semantic cache of ``hvps predict``.
 
-Add it to the trainer's callbacks for ``hvps predict`` (or ``trainer.predict``) with a
-``MOTSModule``: its ``predict_step`` returns ``[(sequence, FrameDetections), ...]`` per
-batch; the writer keeps them per sequence and, at the end of the epoch, writes one
-``<seq>.npz`` + ``<seq>.json`` per sequence (``tracking/cache.py``) with the model class,
+``DetectionCacheWriter``: add it to the trainer's callbacks for ``hvps predict`` (or
+``trainer.predict``) with a ``MOTSModule``: its ``predict_step`` returns ``[(sequence,
+FrameDetections), ...]`` per batch; the writer keeps them per sequence and, at the end of the
+epoch, writes one ``<seq>.npz`` + ``<seq>.json`` per sequence
+(:mod:`hvps_lightning.formats.detection_cache`) with the model class,
 its hyperparameters, the dataset and the checkpoint in the metadata. Under DDP the
 detections are gathered to rank 0, which writes.
 
@@ -13,17 +14,24 @@ Example (YAML for ``hvps predict``)::
       callbacks:
         - class_path: hvps_lightning.lightning.writers.DetectionCacheWriter
           init_args: {output_dir: cache/detections}
+
+``SemanticCacheWriter`` does the same for ``SemanticModule``: one class-id PNG (and optionally
+quantised probabilities) per frame (:mod:`hvps_lightning.formats.semantic_cache`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
+import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 
 from hvps_lightning.formats.detection_cache import json_safe, write_detection_cache
+from hvps_lightning.formats.semantic_cache import write_semantic_map
 from hvps_lightning.lightning.collect import SequenceCollector
 
 
@@ -87,3 +95,41 @@ class DetectionCacheWriter(BasePredictionWriter):
         for sequence, frames in sequences.items():
             npz_path, _ = write_detection_cache(self.output_dir, sequence, frames, metadata)
             self.written.append(npz_path)
+
+
+class SemanticCacheWriter(BasePredictionWriter):
+    """Write ``SemanticModule.predict_step`` results to the semantic cache.
+
+    Files: ``<output_dir>/<seq>/<frame>.png`` (8-bit class ids, written atomically) and, for
+    items that carry probabilities, ``<seq>/<frame>.probs.npz`` (uint8-quantised softmax, see
+    ``hvps_lightning.formats.semantic_cache``).
+
+    Args:
+        output_dir: the cache root.
+        write_probabilities: store probabilities when the predictions carry them.
+    """
+
+    def __init__(self, output_dir: str | Path, write_probabilities: bool = True) -> None:
+        super().__init__(write_interval="batch")
+        self.output_dir = Path(output_dir)
+        self.write_probabilities = write_probabilities
+
+    def write_on_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        prediction: Sequence[tuple],
+        batch_indices: Sequence[int] | None,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int,
+    ) -> None:
+        """Write every frame of the batch."""
+        for item in prediction:
+            sequence, frame, semantic = item[:3]
+            probabilities = item[3] if self.write_probabilities and len(item) > 3 else None
+            if isinstance(probabilities, torch.Tensor):
+                probabilities = probabilities.float().cpu().numpy()
+            if probabilities is not None:
+                probabilities = np.asarray(probabilities, dtype=np.float32)
+            write_semantic_map(self.output_dir, sequence, frame, np.asarray(semantic), probabilities)

@@ -6,7 +6,6 @@ from hvps_lightning.panoptic.fusion import (
     PanopticInstance,
     as_panoptic_instance,
     fuse_panoptic,
-    fuse_sequence,
 )
 
 __all__ = [
@@ -15,5 +14,4 @@ __all__ = [
     "PanopticInstance",
     "as_panoptic_instance",
     "fuse_panoptic",
-    "fuse_sequence",
 ]

@@ -39,18 +39,16 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 from scipy import ndimage
 
 from hvps_lightning.errors import HVPSError
-from hvps_lightning.formats import write_step_png
-from hvps_lightning.formats.semantic_cache import read_probabilities, read_semantic_map
 from hvps_lightning.structures.masks import decode_mask_window
+from hvps_lightning.structures.panoptic import PanopticFrame
 from hvps_lightning.structures.specs import DatasetSpec, get_spec
 
 UncoveredRule = Literal["void", "stuff", "crowd"]
@@ -152,7 +150,7 @@ def fuse_panoptic(
     uncovered: UncoveredRule = DEFAULT_UNCOVERED,
     stuff_probabilities: np.ndarray | None = None,
     where: str = "fusion",
-) -> tuple[np.ndarray, np.ndarray]:
+) -> PanopticFrame:
     """Fuse a semantic map and a frame's tracked instances into STEP ``(semantic, instance)`` maps.
 
     Args:
@@ -165,7 +163,7 @@ def fuse_panoptic(
         where: a prefix for error messages (e.g. ``"0002/000010"``).
 
     Returns:
-        ``(semantic, instance)`` int32 arrays of shape (H, W), ready for ``write_step_png``.
+        The fused frame (int32 (H, W) ``semantic`` and ``instance`` maps; it unpacks as the pair).
 
     Raises:
         HVPSError: on a track id outside 1..label_divisor-1, an instance of a non-thing class, a
@@ -204,13 +202,11 @@ def fuse_panoptic(
         covered[window] |= pixels
 
     holes = np.isin(fused, spec.thing_ids) & ~covered
-    if uncovered == "crowd" or not holes.any():
-        return fused, instance
     if uncovered == "void":
         fused[holes] = spec.ignore_label
-        return fused, instance
-    fused[holes] = _best_stuff(fused, holes, covered, spec, stuff_probabilities, where)
-    return fused, instance
+    elif uncovered == "stuff" and holes.any():
+        fused[holes] = _best_stuff(fused, holes, covered, spec, stuff_probabilities, where)
+    return PanopticFrame(fused, instance)
 
 
 def _best_stuff(
@@ -238,49 +234,3 @@ def _best_stuff(
     # for every pixel, the coordinates of the nearest stuff pixel
     _, (rows, cols) = ndimage.distance_transform_edt(~stuff, return_indices=True)
     return fused[rows[holes], cols[holes]]
-
-
-def fuse_sequence(
-    semantic_dir: str | Path,
-    sequence: str,
-    frames: Sequence[str],
-    tracks: Sequence[Iterable[Any]],
-    spec: DatasetSpec | str,
-    out_dir: str | Path,
-    uncovered: UncoveredRule = DEFAULT_UNCOVERED,
-    use_probabilities: bool = True,
-) -> list[Path]:
-    """Fuse a tracked sequence with its semantic cache and write ``<out_dir>/<sequence>/<frame>.png``.
-
-    Args:
-        semantic_dir: the semantic cache root (``<dir>/<seq>/<frame>.png``, see ``semantic_cache.py``).
-        sequence: the sequence name.
-        frames: frame names (file stems), in order.
-        tracks: per frame, its tracked instances (``track_sequence``'s output).
-        spec: the dataset spec or its name.
-        out_dir: where the STEP PNGs go.
-        uncovered: the rule for thing pixels without an instance.
-        use_probabilities: for the ``"stuff"`` rule, use cached class probabilities where present.
-
-    Returns:
-        The written paths, in frame order.
-
-    Raises:
-        HVPSError: on a missing or bad cache file and on every error of :func:`fuse_panoptic`.
-    """
-    spec = get_spec(spec)
-    if len(frames) != len(tracks):
-        raise HVPSError(f"sequence {sequence}: {len(frames)} frames but {len(tracks)} lists of tracks")
-    written = []
-    for frame, objects in zip(frames, tracks, strict=True):
-        semantic = read_semantic_map(semantic_dir, sequence, frame)
-        probabilities = None
-        if uncovered == "stuff" and use_probabilities:
-            probabilities = read_probabilities(semantic_dir, sequence, frame, size=semantic.shape)
-        fused, instance = fuse_panoptic(
-            semantic, objects, spec, uncovered, probabilities, where=f"{sequence}/{frame}"
-        )
-        path = Path(out_dir) / sequence / f"{frame}.png"
-        write_step_png(path, fused, instance)
-        written.append(path)
-    return written

@@ -34,11 +34,6 @@ def track_color(track_id: int) -> tuple[int, int, int]:
     return round(red * 255), round(green * 255), round(blue * 255)
 
 
-def track_palette(track_ids: np.ndarray) -> np.ndarray:
-    """Return an (N, 3) uint8 array of the colours of ``track_ids``."""
-    return np.array([track_color(int(t)) for t in np.asarray(track_ids).ravel()], np.uint8).reshape(-1, 3)
-
-
 def class_colors(spec: DatasetSpec | str) -> tuple[tuple[int, int, int], ...]:
     """Return the class colours of a dataset spec (Cityscapes palette), index = class id."""
     return get_spec(spec).colors

@@ -9,11 +9,11 @@ from pathlib import Path
 import nbformat
 import pytest
 from nbclient import NotebookClient
+from wandb_offline import find_offline_runs, read_offline_run
 
 from hvps_lightning.cli import main
 from hvps_lightning.cli.ablate import METRICS, TRACKER_VARIANTS
 from hvps_lightning.cli.pipeline import experiments_dir
-from hvps_lightning.lightning.wandb import find_offline_runs, read_offline_run
 
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 

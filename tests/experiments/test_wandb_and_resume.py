@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from wandb_offline import find_offline_runs, read_offline_run
 
 from hvps_lightning.cli import main
 from hvps_lightning.cli.pipeline import experiments_dir
 from hvps_lightning.lightning.cli import run_lightning_cli
-from hvps_lightning.lightning.wandb import find_offline_runs, read_offline_run
 
 EXPERIMENTS = experiments_dir()
 SEMANTIC = ["--config", str(EXPERIMENTS / "stages/mot_step/semantic.yaml"),

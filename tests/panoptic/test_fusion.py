@@ -6,13 +6,10 @@ import numpy as np
 import pytest
 
 from hvps_lightning.errors import HVPSError
-from hvps_lightning.formats import read_step_png
-from hvps_lightning.formats.semantic_cache import write_semantic_map
 from hvps_lightning.panoptic import (
     DEFAULT_UNCOVERED,
     PanopticInstance,
     fuse_panoptic,
-    fuse_sequence,
 )
 from hvps_lightning.structures.masks import encode_mask
 from hvps_lightning.structures.specs import get_spec
@@ -181,63 +178,6 @@ def test_accepts_dataclass_rle_and_panoptic_instance() -> None:
     )
     np.testing.assert_array_equal(instance, [[1, 2, 3], [0, 0, 0]])
     np.testing.assert_array_equal(fused, [[4, 4, 4], [0, 0, 0]])
-
-
-def test_fuse_sequence_writes_step_pngs_that_read_back(tmp_path) -> None:
-    rng = np.random.default_rng(0)
-    frames = ["000000", "000001"]
-    tracks = []
-    expected = []
-    for frame in frames:
-        semantic = rng.integers(0, 4, size=(12, 16)).astype(np.uint8)  # stuff only
-        semantic[0, 0] = 255
-        mask_a = np.zeros((12, 16), bool)
-        mask_a[2:6, 3:7] = True
-        mask_b = np.zeros((12, 16), bool)
-        mask_b[4:10, 5:9] = True  # overlaps a; b has the higher score
-        write_semantic_map(tmp_path / "sem", "0002", frame, semantic)
-        objects = [
-            TrackedObject(5, PERSON, 0.4, None, encode_mask(mask_a.astype(np.uint8))),
-            TrackedObject(998, PERSON, 0.7, None, encode_mask(mask_b.astype(np.uint8))),
-        ]
-        tracks.append(objects)
-        exp_sem = semantic.astype(np.int32)
-        exp_inst = np.zeros_like(exp_sem)
-        exp_sem[mask_a | mask_b] = PERSON
-        exp_inst[mask_a] = 5
-        exp_inst[mask_b] = 998
-        expected.append((exp_sem, exp_inst))
-    written = fuse_sequence(tmp_path / "sem", "0002", frames, tracks, SPEC, tmp_path / "out")
-    assert written == [tmp_path / "out" / "0002" / f"{f}.png" for f in frames]
-    for path, (exp_sem, exp_inst) in zip(written, expected, strict=True):
-        semantic, instance = read_step_png(path)
-        np.testing.assert_array_equal(semantic, exp_sem)
-        np.testing.assert_array_equal(instance, exp_inst)
-
-
-def test_fuse_sequence_missing_cache_frame_names_the_file(tmp_path) -> None:
-    with pytest.raises(HVPSError, match=r"000003\.png"):
-        fuse_sequence(tmp_path, "0002", ["000003"], [[]], SPEC, tmp_path / "out")
-
-
-def test_fuse_sequence_uses_cached_probabilities_for_stuff(tmp_path) -> None:
-    semantic = np.array([[1, 4, 4, 3]], np.uint8)
-    probabilities = np.zeros((SPEC.num_classes, 1, 4), np.float32)
-    probabilities[2] = 0.6  # vegetation is the best stuff class everywhere
-    write_semantic_map(tmp_path / "sem", "s", "f", semantic, probabilities)
-    (path,) = fuse_sequence(tmp_path / "sem", "s", ["f"], [[]], SPEC, tmp_path / "out", uncovered="stuff")
-    np.testing.assert_array_equal(read_step_png(path)[0], [[1, 2, 2, 3]])
-    (path,) = fuse_sequence(
-        tmp_path / "sem",
-        "s",
-        ["f"],
-        [[]],
-        SPEC,
-        tmp_path / "out2",
-        uncovered="stuff",
-        use_probabilities=False,
-    )
-    np.testing.assert_array_equal(read_step_png(path)[0], [[1, 1, 3, 3]])
 
 
 def test_empty_and_fully_hidden_instances_leave_no_pixels() -> None:

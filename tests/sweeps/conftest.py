@@ -68,32 +68,3 @@ def make_settings(tmp_path: Path, stub_on_path: None) -> Callable[..., SweepSett
         return SweepSettings(**values)
 
     return make
-
-
-@pytest.fixture(scope="session")
-def sim_cache(synth_mot_step_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """A detection cache of noisy GT-derived detections over the generated MOTChallenge-STEP root.
-
-    Returns ``{"root": dataset root, "cache": detection cache, "semantic": semantic cache}``; the
-    semantic cache holds the GT semantic maps (a perfect semantic model).
-    """
-    from hvps_lightning.formats import read_mots_txt, read_step_png
-    from hvps_lightning.formats.detection_cache import write_detection_cache
-    from hvps_lightning.formats.semantic_cache import write_semantic_map
-    from hvps_lightning.tracking.simulate import gt_frames_from_mots, simulate_detections
-
-    out = tmp_path_factory.mktemp("sweep_cache")
-    cache, semantic = out / "cache", out / "semantic"
-    maps = synth_mot_step_root / "panoptic_maps" / "train"
-    for index, txt in enumerate(sorted((synth_mot_step_root / "instances_txt" / "train").glob("*.txt"))):
-        sequence = txt.stem
-        frame_names = sorted(p.stem for p in (maps / sequence).glob("*.png"))
-        gt = gt_frames_from_mots(read_mots_txt(txt), {2: 4}, frame_names)
-        frames = simulate_detections(
-            gt, seed=index, drop_rate=0.15, embedding_noise=0.6, false_positives_per_frame=0.5
-        )
-        write_detection_cache(cache, sequence, frames, {"dataset": "motchallenge_step"})
-        for frame in frame_names:
-            gt_semantic, _ = read_step_png(maps / sequence / f"{frame}.png")
-            write_semantic_map(semantic, sequence, frame, gt_semantic.astype("uint8"))
-    return {"root": synth_mot_step_root, "cache": cache, "semantic": semantic}

@@ -6,40 +6,42 @@ import numpy as np
 import pytest
 
 from hvps_lightning.errors import HVPSError
-from hvps_lightning.sweeps.objective import evaluate_config, load_sweep_data, resolve_gt_root
+from hvps_lightning.evaluation.ground_truth import locate_ground_truth
+from hvps_lightning.sweeps.objective import evaluate_config, load_sweep_data
 from hvps_lightning.tracking.config import TrackerConfig
 
 
 def test_gt_layouts(sim_cache):
     root = sim_cache["root"]
     data = load_sweep_data(sim_cache["cache"], root, "aq")
-    assert [s.name for s in data.sequences] == ["0002", "0009"] and data.num_frames == 20
+    assert data.sequence_names == ["0002", "0009"] and data.num_frames == 20
     assert data.spec.name == "motchallenge_step"  # from the cache metadata
     # a dataset root (the one folder holding the sequences), a split name, or the folder itself
     folder = root / "panoptic_maps" / "train"
     spec = data.spec
-    assert resolve_gt_root(root, "panoptic", ["0002"], None, spec) == folder
-    assert resolve_gt_root(root, "panoptic", ["0002"], "val", spec) == folder  # val lives in train/
-    assert resolve_gt_root(folder, "panoptic", ["0002", "0009"], None, spec) == folder
-    assert resolve_gt_root(root, "mots", ["0002"], None, spec) == root / "instances_txt" / "train"
+    assert locate_ground_truth(root, "panoptic", ["0002"], spec) == folder
+    assert locate_ground_truth(root, "panoptic", ["0002"], spec, "val") == folder  # val lives in train/
+    assert locate_ground_truth(folder, "panoptic", ["0002", "0009"], spec) == folder
+    assert locate_ground_truth(root, "mots", ["0002"], spec) == root / "instances_txt" / "train"
     with pytest.raises(HVPSError, match=r"--gt .*0003"):
-        resolve_gt_root(folder, "panoptic", ["0003"], None, spec)
+        locate_ground_truth(folder, "panoptic", ["0003"], spec)
     with pytest.raises(HVPSError, match="--split nope"):
-        resolve_gt_root(root, "panoptic", ["0002"], "nope", spec)
+        locate_ground_truth(root, "panoptic", ["0002"], spec, "nope")
 
 
 def test_run_length_ground_truth_gives_the_same_maps_and_numbers(sim_cache):
     kwargs = {"semantic": sim_cache["semantic"]}
     dense = load_sweep_data(sim_cache["cache"], sim_cache["root"], "stq", **kwargs)
     runs = load_sweep_data(sim_cache["cache"], sim_cache["root"], "stq", preload_mb=0, **kwargs)
-    assert dense.sequences[0].gt_panoptic.dense and not runs.sequences[0].gt_panoptic.dense
-    for a, b in zip(dense.sequences, runs.sequences, strict=True):
-        for index in range(len(a.frames)):
-            assert np.array_equal(a.gt_panoptic[index], b.gt_panoptic[index])
-            assert b.gt_panoptic[index].dtype == np.int32 and b.gt_panoptic[index].shape == (1, 96, 160, 2)
-            assert (
-                np.array_equal(a.semantic[index], b.semantic[index]) and b.semantic[index].dtype == np.uint8
-            )
+    assert dense.dense and not runs.dense
+    for name, frames in dense.detections.items():
+        for frame in frames:
+            a, b = dense.ground_truth.frame(name, frame.frame), runs.ground_truth.frame(name, frame.frame)
+            assert np.array_equal(a.stacked(), b.stacked())
+            assert b.semantic.dtype == np.int32 and b.shape == (96, 160)
+            semantic = runs.semantic.semantic(name, frame.frame)
+            assert np.array_equal(dense.semantic.semantic(name, frame.frame), semantic)
+            assert semantic.dtype == np.uint8
     config = TrackerConfig()
     assert evaluate_config(dense, config)["stq"] == evaluate_config(runs, config)["stq"]
 
@@ -81,7 +83,9 @@ def test_mots_objectives_score_the_written_mots_txt(sim_cache, tmp_path):
     from hvps_lightning.metrics.mots import evaluate_mots_folders
 
     data = load_sweep_data(sim_cache["cache"], sim_cache["root"], "idf1")
-    assert data.sequences[0].gt_mots and data.sequences[0].gt_panoptic is None
+    first = data.detections["0002"]
+    assert data.ground_truth.mots_objects("0002", [f.frame for f in first])
+    assert data.ground_truth.frame("0002", first[0].frame) is None
     config = TrackerConfig(min_hits=1)
     metrics = evaluate_config(data, config)
     assert 0 < metrics["idf1"] <= 1 and metrics["smotsa"] <= 1
@@ -94,4 +98,5 @@ def test_mots_objectives_score_the_written_mots_txt(sim_cache, tmp_path):
     combined = evaluate_mots_folders(gt_dir, tmp_path / "tracked" / "mots")["combined"]
     assert metrics["idf1"] == pytest.approx(combined["IDF1"])
     assert metrics["smotsa"] == pytest.approx(combined["sMOTSA"])
-    assert load_sweep_data(sim_cache["cache"], sim_cache["root"], "smotsa").sequences[0].gt_mots
+    smotsa = load_sweep_data(sim_cache["cache"], sim_cache["root"], "smotsa")
+    assert smotsa.ground_truth.mots_objects("0002", [f.frame for f in first])

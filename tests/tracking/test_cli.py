@@ -97,7 +97,7 @@ def test_tracker_config_changes_the_output(cache_dir: Path, tmp_path: Path, caps
         (["--tracker-config", "{cfg}"], "typo.yaml: unknown tracker parameter(s) min_hit"),
         (["--sequences", "0003"], "--sequences: 0003 not in"),
         (["--semantic", "{missing}"], "--semantic"),
-        (["--uncovered", "crowd"], "--uncovered: only used with --semantic"),
+        (["--fusion-rule", "crowd"], "--fusion-rule: only used with --semantic or --gt"),
         (["--dataset", "cityscapes"], "unknown dataset 'cityscapes'"),
     ],
 )

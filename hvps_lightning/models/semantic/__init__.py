@@ -1,6 +1,6 @@
 """The semantic segmenter: smp / EfficientPS-style networks and the ``SemanticModule`` task."""
 
-from hvps_lightning.models.semantic.lightning_model import SemanticCacheWriter, SemanticModule
+from hvps_lightning.models.semantic.lightning_model import SemanticModule
 from hvps_lightning.models.semantic.torch_model import (
     EFFICIENTPS,
     SMP_ARCHITECTURES,
@@ -21,7 +21,6 @@ __all__ = [
     "EfficientPSSemanticNet",
     "LargeScaleFeatureExtractor",
     "MismatchCorrection",
-    "SemanticCacheWriter",
     "SemanticModule",
     "SemanticNet",
     "TwoWayFPN",

@@ -23,21 +23,15 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
-import lightning as L
-import numpy as np
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from segmentation_models_pytorch.losses import DiceLoss, LovaszLoss
 from torchmetrics.classification import MulticlassJaccardIndex
 
 from hvps_lightning.errors import HVPSError
-from hvps_lightning.formats.semantic_cache import write_semantic_map
 from hvps_lightning.models.base import BaseTask, _default_optimizer
 from hvps_lightning.models.semantic.torch_model import EFFICIENTPS, SemanticNet
 from hvps_lightning.structures.specs import DatasetSpec, class_map
@@ -350,41 +344,3 @@ class SemanticModule(BaseTask):
             ", ".join(unmapped) or "none",
         )
         return fresh
-
-
-class SemanticCacheWriter(BasePredictionWriter):
-    """Write ``SemanticModule.predict_step`` results to the semantic cache.
-
-    Files: ``<output_dir>/<seq>/<frame>.png`` (8-bit class ids, written atomically) and, for
-    items that carry probabilities, ``<seq>/<frame>.probs.npz`` (uint8-quantised softmax, see
-    ``hvps_lightning.formats.semantic_cache``).
-
-    Args:
-        output_dir: the cache root.
-        write_probabilities: store probabilities when the predictions carry them.
-    """
-
-    def __init__(self, output_dir: str | Path, write_probabilities: bool = True) -> None:
-        super().__init__(write_interval="batch")
-        self.output_dir = Path(output_dir)
-        self.write_probabilities = write_probabilities
-
-    def write_on_batch_end(
-        self,
-        trainer: L.Trainer,
-        pl_module: L.LightningModule,
-        prediction: Sequence[tuple],
-        batch_indices: Sequence[int] | None,
-        batch: Any,
-        batch_idx: int,
-        dataloader_idx: int,
-    ) -> None:
-        """Write every frame of the batch."""
-        for item in prediction:
-            sequence, frame, semantic = item[:3]
-            probabilities = item[3] if self.write_probabilities and len(item) > 3 else None
-            if isinstance(probabilities, torch.Tensor):
-                probabilities = probabilities.float().cpu().numpy()
-            if probabilities is not None:
-                probabilities = np.asarray(probabilities, dtype=np.float32)
-            write_semantic_map(self.output_dir, sequence, frame, np.asarray(semantic), probabilities)

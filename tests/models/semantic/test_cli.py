@@ -62,7 +62,7 @@ def test_predict_writes_the_semantic_cache(synth_mot_step_root: Path, tmp_path: 
     code = main(
         _args("predict", synth_mot_step_root, tmp_path, "efficientps",
               "--model.init_args.predict_probabilities", "true",
-              "--trainer.callbacks+=hvps_lightning.models.semantic.SemanticCacheWriter",
+              "--trainer.callbacks+=hvps_lightning.lightning.writers.SemanticCacheWriter",
               "--trainer.callbacks.output_dir", str(cache),
               "--trainer.logger", "false")
     )  # fmt: skip

@@ -9,7 +9,8 @@ from torch import nn
 
 from hvps_lightning.errors import HVPSError
 from hvps_lightning.formats.semantic_cache import read_probabilities, read_semantic_map
-from hvps_lightning.models.semantic import SemanticCacheWriter, SemanticModule
+from hvps_lightning.lightning.writers import SemanticCacheWriter
+from hvps_lightning.models.semantic import SemanticModule
 from hvps_lightning.structures.specs import get_spec
 
 TINY = {"fpn_channels": 16, "head_channels": 8}
