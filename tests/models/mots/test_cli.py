@@ -30,13 +30,14 @@ TINY_MODEL_ARGS = {
 
 
 def _fit_args(root: Path, ta: bool, sa: bool) -> list[str]:
-    args = ["fit", "--model", "hvps_lightning.models.mots.MOTSModule"]
+    args = ["fit", "--model", "hvps_lightning.models.mots.MOTSModule",
+            "--model.init_args.net", "hvps_lightning.models.mots.MOTSNet"]  # fmt: skip
     for name, value in {
         **TINY_MODEL_ARGS,
         "temporal_attention": str(ta),
         "spatial_attention": str(sa),
     }.items():
-        args += [f"--model.init_args.{name}", value]
+        args += [f"--model.init_args.net.init_args.{name}", value]
     args += ["--data", "hvps_lightning.data.datamodule.HVPSDataModule", "--data.init_args.root", str(root),
              "--data.init_args.stage", "mot_step", "--data.init_args.batch_size", "1",
              "--data.init_args.max_frames", "4"]  # fmt: skip
@@ -57,7 +58,7 @@ def test_fit_with_a_bad_model_argument_exits_2(
     synth_mot_step_root: Path, capsys: pytest.CaptureFixture
 ) -> None:
     args = _fit_args(synth_mot_step_root, True, True)
-    args[args.index("--model.init_args.backbone") + 1] = "resnet9"
+    args[args.index("--model.init_args.net.init_args.backbone") + 1] = "resnet9"
     with pytest.raises(SystemExit) as info:
         main(args)
     assert info.value.code == 2
