@@ -119,6 +119,7 @@ def convert_efficientps(official: Mapping[str, Tensor], net: nn.Module) -> Conve
         else:
             reason = "not an EfficientPS key"
         conversion.unmapped.append(f"{key}: {reason}")
+    conversion.unmapped.sort()
     return conversion
 
 
@@ -186,8 +187,14 @@ def _convert_fpn(
             conv = official.get(f"{source}.conv.weight")
             if conv is None or own.get(f"{target}.0.weight") is None:
                 continue
+            ours_in = own[f"{target}.0.weight"].shape[1]
             if conv.shape != own[f"{target}.0.weight"].shape:
-                continue  # the coarsest level: EfficientNet's head convolution vs our last stage
+                # the coarsest level: the official one reads EfficientNet's head convolution
+                reason = f"lateral over {conv.shape[1]} input channels; ours reads {ours_in}"
+                keys = [k for k in official if k.startswith(f"{source}.")]
+                out.unmapped += [f"{k}: {reason}" for k in keys]
+                done.update(keys)
+                continue
             out.state[f"{target}.0.weight"] = conv
             done.add(f"{source}.conv.weight")
             _copy_norm(official, f"{source}.bn", out.state, f"{target}.1", HEAD_EPS, done)
