@@ -35,7 +35,7 @@ from torchvision.models.detection import MaskRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 
 from hvps_lightning.models.mots import MOTSNet, StreamingMOTS
-from hvps_lightning.models.mots.torch_model import BatchOnlyTransform, build_resnet_fpn
+from hvps_lightning.models.mots.net import BatchOnlyTransform, build_resnet_fpn
 
 VARIANTS = {
     "ta1_sa1": (True, True),

@@ -24,7 +24,7 @@ from lightning.pytorch.loggers import WandbLogger
 from hvps_lightning.data.datamodule import HVPSDataModule
 from hvps_lightning.data.specs import DatasetSpec
 from hvps_lightning.io import atomic_open
-from hvps_lightning.models.base import BaseTask
+from hvps_lightning.models.base import BaseTask, check_resumable
 
 
 def _free_path(path: Path) -> Path:
@@ -80,6 +80,14 @@ class HVPSLightningCLI(LightningCLI):
                               compute_fn=spec_thing_ids, apply_on="instantiate")  # fmt: skip
         parser.link_arguments("data.spec", "model.init_args.net.init_args.num_classes",
                               compute_fn=spec_num_classes, apply_on="instantiate")  # fmt: skip
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        """Parse, then refuse a ``--ckpt_path`` whose checkpoint cannot rebuild the model (one line)."""
+        super().parse_arguments(parser, args)
+        subcommand = self.config.get("subcommand")
+        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if ckpt_path:
+            check_resumable(ckpt_path)
 
     def before_instantiate_classes(self) -> None:
         """With ``--trainer.logger false``, drop the configs' ``LearningRateMonitor``.

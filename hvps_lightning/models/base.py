@@ -22,7 +22,6 @@ mapped).
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,14 +30,13 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 
 from hvps_lightning.data.specs import DatasetSpec, get_spec
 from hvps_lightning.errors import HVPSError
 from hvps_lightning.models.net_config import net_config
 from hvps_lightning.models.state import LoadResult, fresh_modules
-
-log = logging.getLogger(__name__)
 
 #: schedulers whose sizes PyTorch counts in optimiser steps (batches): stepped every step, not every epoch
 PER_STEP_SCHEDULERS: tuple[type, ...] = (
@@ -75,6 +73,31 @@ def load_checkpoint_file(path: str | Path, option: str = "checkpoint") -> dict[s
     if not isinstance(ckpt, dict):
         raise HVPSError(f"{option} {path}: not a checkpoint (a {type(ckpt).__name__}, expected a dict)")
     return ckpt
+
+
+def check_resumable(path: str | Path) -> None:
+    """Refuse a checkpoint that cannot rebuild its task, before Lightning tries (``--ckpt_path``).
+
+    Checkpoints written before the network was passed in hold the network's arguments flat
+    among the task's hyperparameters (no ``net``); their weights still load as ``init_from``
+    or ``init_checkpoint`` (same state-dict keys), but the task cannot be rebuilt from them.
+
+    Raises:
+        HVPSError: for such a checkpoint (one line, with what to do instead).
+    """
+    path = Path(path)
+    if not path.is_file():
+        return  # Lightning resolves "last"/"best" and reports missing files itself
+    try:
+        hparams = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("hyper_parameters")
+    except Exception:  # not ours to judge: Lightning reports unreadable files
+        return
+    if isinstance(hparams, Mapping) and "dataset" in hparams and "net" not in hparams:
+        raise HVPSError(
+            f"--ckpt_path {path}: a checkpoint from before the network was nested in the model config "
+            f"(hyperparameters without 'net'), so the model cannot be rebuilt from it; start from its "
+            f"weights with --model.init_args.init_from {path} (or init_checkpoint) instead"
+        )
 
 
 @dataclass(frozen=True)
@@ -223,13 +246,14 @@ class BaseTask(L.LightningModule):
             left = set(result.fresh)
             fresh = [k for k in fresh if k in left]
             used = len(state) - len(result.unused)
-            log.info("%s: %d of %d tensors used", source.description, used, len(state))
+            rank_zero_info(f"{source.description}: {used} of {len(state)} tensors used")
             if result.unused:
-                log.info("%s: not used: %s", source.description, ", ".join(result.unused))
+                rank_zero_info(f"{source.description}: not used: {', '.join(result.unused)}")
         self.fresh_keys = fresh
         self._start_weights_done = True
         if loads:
-            log.info("start weights: fresh modules: %s", ", ".join(fresh_modules(self.net, fresh)) or "none")
+            modules = ", ".join(fresh_modules(self.net, fresh)) or "none"
+            rank_zero_info(f"start weights: modules starting fresh: {modules}")
         return fresh
 
     def previous_stage_state(self, path: str | Path) -> tuple[dict[str, Tensor], WeightSource]:

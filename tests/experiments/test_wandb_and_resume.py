@@ -47,7 +47,7 @@ def test_mots_fit_sends_config_hparams_losses_and_tracking_metrics_to_wandb(
     assert "model" in run.config, sorted(run.config)
     assert run.config["model"]["class_path"] == "hvps_lightning.models.mots.MOTSModule"
     assert run.config["trainer"]["max_steps"] == 2
-    assert run.config["backbone"] == "resnet18" and run.config["dataset"] == "motchallenge_step"
+    assert run.config["net"]["init_args"]["backbone"] == "resnet18" and run.config["dataset"] == "motchallenge_step"
     assert (Path(run_dir) / "files" / "config.yaml").is_file()
     logged = set().union(*(row.keys() for row in run.history))
     for key in ("train/loss", "train/loss_mask", "train/loss_embedding_triplet",
@@ -115,4 +115,4 @@ def test_killed_fit_resumes_with_ckpt_path_last(synth_mot_step_root: Path, tmp_p
     assert resumed["global_step"] == resumed_target
     assert resumed["hyper_parameters"] == killed["hyper_parameters"]  # hparams survive the resume
     offline = [read_offline_run(r) for r in find_offline_runs(tmp_path / "wandb")]
-    assert offline[-1].config["arch"] == "efficientps"  # and reach the resumed W&B run
+    assert offline[-1].config["net"]["init_args"]["arch"] == "efficientps"  # and reach the resumed W&B run

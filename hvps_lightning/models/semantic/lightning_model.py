@@ -25,7 +25,6 @@ DataModule's class count linked into it. Example (a YAML for ``hvps fit``)::
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -37,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.utilities import rank_zero_info
 from segmentation_models_pytorch.losses import DiceLoss, LovaszLoss
 from torchmetrics.classification import MulticlassJaccardIndex
 
@@ -47,8 +47,6 @@ from hvps_lightning.models.semantic.efficientps import convert_efficientps, is_e
 from hvps_lightning.models.semantic.torch_model import EFFICIENTPS, SemanticNet, check_encoder, encoder_state
 from hvps_lightning.models.state import LoadResult
 from hvps_lightning.panoptic.semantic_cache import write_semantic_map
-
-log = logging.getLogger(__name__)
 
 #: the dataset spec of the official EfficientPS models' 19 classes (Cityscapes train ids, KITTI too)
 EFFICIENTPS_SPEC = "kitti_panoptic"
@@ -313,7 +311,7 @@ class SemanticModule(BaseTask):
             )
         conversion = convert_efficientps(official, self.net)
         for note in conversion.notes:
-            log.info("init_checkpoint %s (EfficientPS): %s", path, note)
+            rank_zero_info(f"init_checkpoint {path} (EfficientPS): {note}")
         classifier = official.get("semantic_head.conv_logits.weight")
         spec = get_spec(EFFICIENTPS_SPEC)
         cityscapes = classifier is not None and classifier.shape[0] == len(CITYSCAPES_CLASSES)
@@ -372,7 +370,7 @@ class SemanticModule(BaseTask):
         self.net.load_state_dict(new_state, strict=False)
         if mapping is not None:
             unmapped = [self.spec.class_names[c] for c in range(self.spec.num_classes) if c not in mapping]
-            log.info("%s: classes starting fresh: %s", source.description, ", ".join(unmapped) or "none")
+            rank_zero_info(f"{source.description}: classes starting fresh: {', '.join(unmapped) or 'none'}")
         fresh = [k for k in fresh if not k.endswith("num_batches_tracked")]
         unused = sorted(k for k in state if k not in new_state and not k.endswith("num_batches_tracked"))
         return LoadResult(fresh, unused + list(source.dropped))
