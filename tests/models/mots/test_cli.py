@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from hvps_lightning.cli import main
 
@@ -71,3 +72,17 @@ def test_fit_with_a_centred_window(
     monkeypatch.chdir(tmp_path)
     args = [*_fit_args(synth_mot_step_root, True, True), "--data.init_args.clip_mode", "centred"]
     assert main([*args, "--debug"]) == 0
+
+
+def test_predict_from_a_checkpoint_before_nested_networks_is_a_one_line_error(
+    synth_mot_step_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    old = tmp_path / "old.ckpt"
+    # the network's arguments among the task's, no "net"
+    flat = {"_class_path": "hvps_lightning.models.mots.MOTSModule", "dataset": "motchallenge_step",
+            "backbone": "resnet18", "temporal_attention": True}  # fmt: skip
+    torch.save({"state_dict": {}, "hyper_parameters": flat}, old)
+    args = ["predict", *_fit_args(synth_mot_step_root, True, True)[1:], "--ckpt_path", str(old)]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "before the network was nested" in err and f"--model.init_args.init_from {old}" in err
