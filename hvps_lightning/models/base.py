@@ -245,8 +245,8 @@ class BaseTask(L.LightningModule):
             result = self.transfer_state(state, source)
             left = set(result.fresh)
             fresh = [k for k in fresh if k in left]
-            used = len(state) - len(result.unused)
-            rank_zero_info(f"{source.description}: {used} of {len(state)} tensors used")
+            rank_zero_info(f"{source.description}: {len(state)} tensors read, {len(result.fresh)} of the "
+                           f"network's left as they were, {len(result.unused)} not used")  # fmt: skip
             if result.unused:
                 rank_zero_info(f"{source.description}: not used: {', '.join(result.unused)}")
         self.fresh_keys = fresh
