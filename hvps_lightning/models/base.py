@@ -197,7 +197,16 @@ class BaseTask(L.LightningModule):
         This base reads this project's checkpoints and plain state dicts of the network; tasks
         add the foreign layouts they convert.
         """
-        ckpt = load_checkpoint_file(path, "init_checkpoint")
+        return self.project_checkpoint_state(load_checkpoint_file(path, "init_checkpoint"), path)
+
+    def project_checkpoint_state(
+        self, ckpt: Mapping[str, Any], path: str
+    ) -> tuple[dict[str, Tensor], WeightSource]:
+        """:meth:`checkpoint_state` of a file already read, in this project's layout.
+
+        Raises:
+            HVPSError: if it holds no tensors.
+        """
         state, spec = self._project_state(ckpt)
         if not state:
             raise HVPSError(f"init_checkpoint {path}: holds no state dict of tensors")

@@ -303,7 +303,7 @@ class SemanticModule(BaseTask):
         ckpt = load_checkpoint_file(path, "init_checkpoint")
         official = ckpt.get("state_dict", ckpt)
         if not isinstance(official, dict) or not is_efficientps_state(official):
-            return super().checkpoint_state(path)
+            return self.project_checkpoint_state(ckpt, path)
         if self.net.arch != EFFICIENTPS:
             raise HVPSError(
                 f"init_checkpoint {path}: an EfficientPS checkpoint; it converts into net arch "
