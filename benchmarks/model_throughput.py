@@ -7,8 +7,12 @@ trainable stages), the same input size and the same RPN/RoI sampling settings:
 * the median time of one training step (forward, backward, SGD step) on a batch of clips
   (MOTSNet) or of the clips' target frames (Mask R-CNN), with the same random targets;
 * the median time per frame of streaming inference over a sequence
-  (:class:`~hvps_lightning.models.mots.StreamingMOTS`: the backbone runs once per frame and
-  TA reuses the cached features of the previous frames) against Mask R-CNN on each frame.
+  (:class:`~hvps_lightning.models.mots.StreamingMOTS`: the backbone runs once per frame, TA
+  reuses the cached features and per-frame reductions of the previous frames) against Mask
+  R-CNN on each frame;
+
+at each input size of ``--sizes`` (the default's small size, and 544x960, the mot_step
+stage's training size).
 
 Both models run with ``box_score_thresh=0`` so that every frame yields exactly
 ``--detections`` detections, and train with at least ``--roi-batch / 4`` GT objects per frame
@@ -18,7 +22,8 @@ use the process's CPU time by default, so that load from other processes counts 
 Both get the DataModule's contract (normalised input, no resizing).
 
 Targets (DESIGN.md section 8): streaming inference <= 1.2x and a TA training step <= 2x the
-plain model. Prints one JSON line with the ratios to the plain model and the absolute medians.
+plain model, at every size. Prints one JSON line with, per size, the ratios to the plain model
+and the absolute medians.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ from torchvision.models.detection import MaskRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 
 from hvps_lightning.models.mots import MOTSNet, StreamingMOTS
-from hvps_lightning.models.mots.torch_model import BatchOnlyTransform, build_resnet_fpn
+from hvps_lightning.models.mots.net import BatchOnlyTransform, build_resnet_fpn
 
 VARIANTS = {
     "ta1_sa1": (True, True),
@@ -61,7 +66,7 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
 def build_mots(args: argparse.Namespace, ta: bool, sa: bool) -> MOTSNet:
     torch.manual_seed(0)
     return MOTSNet(
-        "motchallenge_step",
+        thing_ids=(4,),  # MOTChallenge-STEP's person
         backbone=args.backbone,
         trainable_layers=args.trainable_layers,
         backbone_norm="frozen",
@@ -178,13 +183,55 @@ def measure(candidates: dict[str, Candidate], sequence: torch.Tensor, args: argp
                     candidate.frame_times.append(elapsed)
 
 
+def _rounded(seconds: dict[str, float]) -> dict[str, float]:
+    return {name: round(value, 4) for name, value in seconds.items()}
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    height, _, width = text.partition("x")
+    return int(height), int(width)
+
+
+def run_size(
+    args: argparse.Namespace, device: torch.device, height: int, width: int
+) -> dict[str, Any]:
+    """Measure every model at one input size; the ratios and medians of that size."""
+    generator = torch.Generator().manual_seed(0)
+    inputs: dict[str, Any] = {
+        "device": device,
+        "sync": torch.cuda.synchronize if device.type == "cuda" else (lambda: None),
+        "clips": torch.randn(args.batch, args.frames, 3, height, width, generator=generator).to(device),
+        "targets": [
+            {k: v.to(device) for k, v in t.items()}
+            for t in random_targets(args.batch, height, width, args.objects, seed=1)
+        ],
+        "sequence": torch.randn(args.stream_frames, 3, height, width, generator=generator).to(device),
+        "size": (height, width),
+    }
+    candidates = {"plain_maskrcnn": Candidate(build_plain(args).to(device), inputs, plain=True)}
+    for name, (ta, sa) in VARIANTS.items():
+        candidates[name] = Candidate(build_mots(args, ta, sa).to(device), inputs, plain=False)
+    measure(candidates, inputs["sequence"], args)
+    train_s = {name: statistics.median(c.train_times) for name, c in candidates.items()}
+    stream_s = {name: statistics.median(c.frame_times) for name, c in candidates.items()}
+    base_train, base_stream = train_s.pop("plain_maskrcnn"), stream_s.pop("plain_maskrcnn")
+    return {
+        "train_step_ratio": {k: round(v / base_train, 3) for k, v in train_s.items()},
+        "stream_frame_ratio": {k: round(v / base_stream, 3) for k, v in stream_s.items()},
+        "train_step_median_s": _rounded({"plain_maskrcnn": base_train, **train_s}),
+        "stream_frame_median_s": _rounded({"plain_maskrcnn": base_stream, **stream_s}),
+        "min_detections_per_frame": {name: min(c.detections) for name, c in candidates.items()},
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--backbone", default="resnet18", choices=("resnet18", "resnet34", "resnet50", "resnet101")
     )
-    parser.add_argument("--height", type=int, default=160)
-    parser.add_argument("--width", type=int, default=256)
+    parser.add_argument(
+        "--sizes", default="160x256,544x960", help="input sizes HxW, comma-separated (each measured in turn)"
+    )
     parser.add_argument("--batch", type=int, default=2, help="clips per training batch")
     parser.add_argument("--frames", type=int, default=3, help="clip length T")
     parser.add_argument("--objects", type=int, default=8, help="GT objects per frame")
@@ -216,33 +263,11 @@ def main() -> None:
     clock = args.clock or ("wall" if device.type == "cuda" else "process")
     global CLOCK
     CLOCK = time.perf_counter if clock == "wall" else time.process_time
-    generator = torch.Generator().manual_seed(0)
-    inputs: dict[str, Any] = {
-        "device": device,
-        "sync": torch.cuda.synchronize if device.type == "cuda" else (lambda: None),
-        "clips": torch.randn(args.batch, args.frames, 3, args.height, args.width, generator=generator).to(
-            device
-        ),
-        "targets": [
-            {k: v.to(device) for k, v in t.items()}
-            for t in random_targets(args.batch, args.height, args.width, args.objects, seed=1)
-        ],
-        "sequence": torch.randn(args.stream_frames, 3, args.height, args.width, generator=generator).to(
-            device
-        ),
-        "size": (args.height, args.width),
-    }
-    candidates = {"plain_maskrcnn": Candidate(build_plain(args).to(device), inputs, plain=True)}
-    for name, (ta, sa) in VARIANTS.items():
-        candidates[name] = Candidate(build_mots(args, ta, sa).to(device), inputs, plain=False)
-    measure(candidates, inputs["sequence"], args)
-    train_s = {name: statistics.median(c.train_times) for name, c in candidates.items()}
-    stream_s = {name: statistics.median(c.frame_times) for name, c in candidates.items()}
-    detections = {name: min(c.detections) for name, c in candidates.items()}
-
-    base_train, base_stream = train_s["plain_maskrcnn"], stream_s["plain_maskrcnn"]
-    train_ratio = {k: round(v / base_train, 3) for k, v in train_s.items() if k != "plain_maskrcnn"}
-    stream_ratio = {k: round(v / base_stream, 3) for k, v in stream_s.items() if k != "plain_maskrcnn"}
+    sizes = [parse_size(text) for text in args.sizes.split(",")]
+    results = {f"{h}x{w}": run_size(args, device, h, w) for h, w in sizes}
+    stream_ratios = [r for size in results.values() for r in size["stream_frame_ratio"].values()]
+    ta_train_ratios = [r for size in results.values() for k, r in size["train_step_ratio"].items()
+                       if k.startswith("ta1")]  # fmt: skip
     result = {
         "benchmark": "model_throughput",
         "device": str(device),
@@ -250,7 +275,6 @@ def main() -> None:
         "clock": clock,
         "config": {
             "backbone": args.backbone,
-            "input": [args.height, args.width],
             "batch_clips": args.batch,
             "clip_length": args.frames,
             "trainable_layers": args.trainable_layers,
@@ -258,15 +282,11 @@ def main() -> None:
             "repeats": args.repeats,
             "stream_frames": args.stream_frames,
         },
-        "train_step_ratio": train_ratio,
-        "stream_frame_ratio": stream_ratio,
-        "train_step_median_s": {k: round(v, 4) for k, v in train_s.items()},
-        "stream_frame_median_s": {k: round(v, 4) for k, v in stream_s.items()},
-        "min_detections_per_frame": detections,
+        "sizes": results,
         "targets": {"stream_frame_ratio_max": 1.2, "train_step_ratio_with_ta_max": 2.0},
         "targets_met": {
-            "stream": all(r <= 1.2 for r in stream_ratio.values()),
-            "train_with_ta": all(r <= 2.0 for k, r in train_ratio.items() if k.startswith("ta1")),
+            "stream": all(r <= 1.2 for r in stream_ratios),
+            "train_with_ta": all(r <= 2.0 for r in ta_train_ratios),
         },
     }
     print(json.dumps(result))

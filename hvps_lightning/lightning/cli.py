@@ -1,9 +1,12 @@
 """LightningCLI behind ``hvps fit|validate|test|predict``.
 
 Subclass mode for both the model (any :class:`~hvps_lightning.models.base.BaseTask`) and the
-data (:class:`~hvps_lightning.data.datamodule.HVPSDataModule`); the DataModule's dataset spec
-is linked into the model on instantiation, so one ``--data.init_args.stage`` change moves a
-model from one finetuning stage to the next. The resolved config is saved next to each
+data (:class:`~hvps_lightning.data.datamodule.HVPSDataModule`). The model's network is nested in
+its config (``model.init_args.net: {class_path, init_args}``); the DataModule's dataset spec is
+linked into the model (``dataset``) and its classes into the network (``thing_ids`` of a
+MOTSNet, ``num_classes`` of a SemanticNet; jsonargparse skips a link whose target the chosen
+network lacks) on instantiation, so one ``--data.init_args.stage`` change moves a model from
+one finetuning stage to the next. The resolved config is saved next to each
 logger's run (the W&B run folder and its config panel included), never over an earlier run's.
 """
 
@@ -20,7 +23,8 @@ from lightning.pytorch.loggers import WandbLogger
 
 from hvps_lightning.data.datamodule import HVPSDataModule
 from hvps_lightning.io import atomic_open
-from hvps_lightning.models.base import BaseTask
+from hvps_lightning.models.base import BaseTask, check_resumable
+from hvps_lightning.structures.specs import DatasetSpec
 
 
 def _free_path(path: Path) -> Path:
@@ -56,12 +60,34 @@ class HVPSSaveConfigCallback(SaveConfigCallback):
                 handle.write(text)
 
 
+def spec_thing_ids(spec: DatasetSpec) -> tuple[int, ...]:
+    """The thing classes of a spec (what a MOTSNet detects)."""
+    return tuple(spec.thing_ids)
+
+
+def spec_num_classes(spec: DatasetSpec) -> int:
+    """The number of semantic classes of a spec (what a SemanticNet predicts)."""
+    return spec.num_classes
+
+
 class HVPSLightningCLI(LightningCLI):
     """LightningCLI with the project's links between data and model."""
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        """Tie the model's dataset spec to the DataModule's."""
+        """Tie the model's dataset spec, and its network's classes, to the DataModule's."""
         parser.link_arguments("data.dataset_name", "model.init_args.dataset", apply_on="instantiate")
+        parser.link_arguments("data.spec", "model.init_args.net.init_args.thing_ids",
+                              compute_fn=spec_thing_ids, apply_on="instantiate")  # fmt: skip
+        parser.link_arguments("data.spec", "model.init_args.net.init_args.num_classes",
+                              compute_fn=spec_num_classes, apply_on="instantiate")  # fmt: skip
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        """Parse, then refuse a ``--ckpt_path`` whose checkpoint cannot rebuild the model (one line)."""
+        super().parse_arguments(parser, args)
+        subcommand = self.config.get("subcommand")
+        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if ckpt_path:
+            check_resumable(ckpt_path)
 
     def before_instantiate_classes(self) -> None:
         """With ``--trainer.logger false``, drop the configs' ``LearningRateMonitor``.

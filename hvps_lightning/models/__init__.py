@@ -1,1 +1,1 @@
-"""Networks (plain ``nn.Module`` in ``torch_model.py``) and their LightningModules."""
+"""Networks (plain ``nn.Module``s) and the tasks (LightningModules) that train them, given the network."""

@@ -31,8 +31,8 @@ TINY = ["--trainer.accelerator", "cpu", "--trainer.devices", "1", "--trainer.pre
 PAPER_OFFLINE = {
     "mots": ["--model.init_args.pretrained", "none", "--trainer.strategy", "auto",
              "--trainer.sync_batchnorm", "false", "--data.init_args.image_size", "[96, 160]"],
-    "semantic": ["--model.init_args.encoder_weights", "null",
-                 "--model.init_args.encoder_name", "efficientnet-b0",
+    "semantic": ["--model.init_args.pretrained", "none",
+                 "--model.init_args.net.init_args.encoder_name", "efficientnet-b0",
                  "--trainer.strategy", "auto", "--trainer.sync_batchnorm", "false",
                  "--data.init_args.image_size", "[96, 160]"],
 }  # fmt: skip

@@ -45,9 +45,10 @@ def test_mots_fit_sends_config_hparams_losses_and_tracking_metrics_to_wandb(
     run = read_offline_run(run_dir)
     # the resolved CLI config (HVPSSaveConfigCallback) and the model's hparams (Lightning)
     assert "model" in run.config, sorted(run.config)
-    assert run.config["model"]["class_path"] == "hvps_lightning.models.mots.MOTSModule"
+    assert run.config["model"]["class_path"] == "hvps_lightning.models.mots.lightning_model.MOTSModule"
     assert run.config["trainer"]["max_steps"] == 2
-    assert run.config["backbone"] == "resnet18" and run.config["dataset"] == "motchallenge_step"
+    assert run.config["dataset"] == "motchallenge_step"
+    assert run.config["net"]["init_args"]["backbone"] == "resnet18"  # the network, as its configuration
     assert (Path(run_dir) / "files" / "config.yaml").is_file()
     logged = set().union(*(row.keys() for row in run.history))
     for key in ("train/loss", "train/loss_mask", "train/loss_embedding_triplet",
@@ -68,7 +69,7 @@ def test_semantic_fit_logs_miou_per_class(synth_mot_step_root: Path, tmp_path: P
     run = read_offline_run(find_offline_runs(tmp_path / "wandb")[0])
     logged = set().union(*(row.keys() for row in run.history))
     assert {"train/loss_step", "train/loss_epoch", "val/miou", "val/iou/sky"} <= logged, sorted(logged)
-    assert run.config["model"]["init_args"]["arch"] == "efficientps"
+    assert run.config["model"]["init_args"]["net"]["init_args"]["arch"] == "efficientps"
 
 
 @pytest.mark.slow
@@ -115,4 +116,4 @@ def test_killed_fit_resumes_with_ckpt_path_last(synth_mot_step_root: Path, tmp_p
     assert resumed["global_step"] == resumed_target
     assert resumed["hyper_parameters"] == killed["hyper_parameters"]  # hparams survive the resume
     offline = [read_offline_run(r) for r in find_offline_runs(tmp_path / "wandb")]
-    assert offline[-1].config["arch"] == "efficientps"  # and reach the resumed W&B run
+    assert offline[-1].config["net"]["init_args"]["arch"] == "efficientps"  # and reach the resumed W&B run

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -12,21 +13,21 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from hvps_lightning.errors import HVPSError
-from hvps_lightning.models.base import BaseTask
+from hvps_lightning.models.base import BaseTask, WeightSource
+from hvps_lightning.models.net_config import constructor_arguments
+from hvps_lightning.models.state import LoadResult
 
 
 class _TinyTask(BaseTask):
     """A BaseTask around one linear layer; records the LR of every training step."""
 
     def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
-        self.layer = torch.nn.Linear(2, 1)
         self.lrs: list[float] = []
+        super().__init__(net=torch.nn.Linear(2, 1), **kwargs)
 
     def training_step(self, batch: list[torch.Tensor], batch_idx: int) -> torch.Tensor:
         self.lrs.append(self.trainer.optimizers[0].param_groups[0]["lr"])
-        return self.layer(batch[0]).pow(2).mean()
+        return self.net(batch[0]).pow(2).mean()
 
 
 def _sgd(params: Any) -> torch.optim.Optimizer:
@@ -89,3 +90,67 @@ def test_one_cycle_shorter_than_the_run_is_an_error() -> None:
     with pytest.raises(HVPSError, match="total_steps=5 is shorter than this run's 8 optimiser steps"):
         _fit(_TinyTask(optimizer=_sgd, lr_scheduler=one_cycle), steps=8)
     assert len(_fit(_TinyTask(optimizer=_sgd, lr_scheduler=one_cycle), steps=5)) == 5
+
+
+class _RecordingNet(torch.nn.Module):
+    """A network that records its constructor arguments, as the project's networks do."""
+
+    def __init__(self, width: int = 2, scale: float = 1.0) -> None:
+        super().__init__()
+        self.init_args = constructor_arguments()
+        self.layer = torch.nn.Linear(width, 1)
+
+
+class _HookTask(BaseTask):
+    """Records the order of the constructor's hooks and counts start-weight loads."""
+
+    def __init__(self, net: _RecordingNet, dataset: str = "motchallenge_step", tag: str = "a",
+                 init_checkpoint: str | None = None) -> None:  # fmt: skip
+        self.calls: list[str] = []
+        super().__init__(net, dataset, init_checkpoint=init_checkpoint)
+
+    def configure_models(self) -> None:
+        self.calls.append("models")
+
+    def configure_losses(self) -> None:
+        self.calls.append("losses")
+
+    def configure_metrics(self) -> None:
+        self.calls.append("metrics")
+
+    def transfer_state(self, state: Any, source: WeightSource) -> LoadResult:
+        self.calls.append("load")
+        self.net.load_state_dict(state)
+        return LoadResult()
+
+    def training_step(self, batch: list[torch.Tensor], batch_idx: int) -> torch.Tensor:
+        return self.net.layer(batch[0]).pow(2).mean()
+
+
+def test_one_constructor_saves_hparams_then_calls_the_hooks(tmp_path: Path) -> None:
+    task = _HookTask(_RecordingNet(width=3, scale=0.5), tag="b")
+    assert task.calls == ["models", "losses", "metrics"]
+    assert task.hparams["tag"] == "b" and task.hparams["dataset"] == "motchallenge_step"
+    assert task.hparams["net"]["init_args"] == {"width": 3, "scale": 0.5}
+    assert task.hparams["net"]["class_path"].endswith("._RecordingNet")
+
+
+def test_load_from_checkpoint_rebuilds_the_network_and_never_reloads_start_weights(tmp_path: Path) -> None:
+    start = tmp_path / "start.pt"
+    torch.save(_RecordingNet(width=3).state_dict(), start)
+    task = _HookTask(_RecordingNet(width=3, scale=0.5), tag="b", init_checkpoint=str(start))
+    task.setup("fit")
+    task.setup("validate")
+    assert task.calls.count("load") == 1  # once, however often setup runs
+    torch.nn.init.constant_(task.net.layer.bias, 7.0)  # "trained"
+    path = tmp_path / "task.ckpt"
+    trainer = L.Trainer(max_steps=1, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False)  # fmt: skip
+    trainer.fit(task, DataLoader(TensorDataset(torch.randn(2, 3)), batch_size=1))
+    trainer.save_checkpoint(path)
+    loaded = _HookTask.load_from_checkpoint(path)  # weights_only: the hparams are plain data
+    assert isinstance(loaded.net, _RecordingNet) and loaded.net.init_args == {"width": 3, "scale": 0.5}
+    assert dict(loaded.hparams) == dict(task.hparams)
+    loaded.setup("validate")
+    assert "load" not in loaded.calls  # the checkpoint's weights stay
+    torch.testing.assert_close(loaded.net.layer.bias, task.net.layer.bias)

@@ -150,6 +150,7 @@ def test_bad_arguments() -> None:
 
 
 def test_callback_logs_aq_in_fast_dev_run_with_mots_module(synth_mot_step_root: Path) -> None:
+    from hvps_lightning.models.mots import MOTSNet
     from hvps_lightning.models.mots.lightning_model import MOTSModule
 
     tiny = {
@@ -161,7 +162,7 @@ def test_callback_logs_aq_in_fast_dev_run_with_mots_module(synth_mot_step_root: 
         "embedding_dim": 8, "embedding_channels": 16, "box_score_thresh": 0.0,
     }  # fmt: skip
     torch.manual_seed(0)
-    model = MOTSModule(**tiny)
+    model = MOTSModule(net=MOTSNet(thing_ids=(4,), **tiny))
     datamodule = HVPSDataModule(stage="mot_step", root=str(synth_mot_step_root), batch_size=2, clip_length=3,
                                 augment=False, clips_per_item=1)  # fmt: skip
     callback = OfflineTrackerCallback(tracker_config={"score_threshold": 0.0, "birth_score_threshold": 0.0})

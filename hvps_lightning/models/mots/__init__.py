@@ -1,25 +1,21 @@
-"""The MOTS network (Mask R-CNN + temporal attention + spatial attention + embeddings) and its task.
+"""The MOTS network: Mask R-CNN + temporal attention + spatial attention + embeddings, in plain PyTorch.
 
-``MOTSNet``, ``StreamingMOTS`` and ``TemporalAttention`` are plain PyTorch; ``MOTSModule`` (the
-LightningModule) is imported on first use, so that plain-torch users do not load Lightning.
+``MOTSNet``, ``StreamingMOTS``, ``TemporalAttention`` and the heads live in ``attention``,
+``heads``, ``net``, ``streaming`` and ``weights``; importing them loads no Lightning. The task
+that trains the network is ``MOTSModule`` in :mod:`hvps_lightning.models.mots.lightning_model`.
 """
 
-from __future__ import annotations
-
-from typing import TYPE_CHECKING
-
 from hvps_lightning.models.mots.attention import TemporalAttention
-from hvps_lightning.models.mots.torch_model import MOTSNet, StreamingMOTS
+from hvps_lightning.models.mots.heads import EmbeddingHead, MOTSRoIHeads, SpatialAttention
+from hvps_lightning.models.mots.net import BatchOnlyTransform, MOTSNet
+from hvps_lightning.models.mots.streaming import StreamingMOTS
 
-if TYPE_CHECKING:
-    from hvps_lightning.models.mots.lightning_model import MOTSModule
-
-__all__ = ["MOTSModule", "MOTSNet", "StreamingMOTS", "TemporalAttention"]
-
-
-def __getattr__(name: str) -> object:
-    if name == "MOTSModule":
-        from hvps_lightning.models.mots.lightning_model import MOTSModule
-
-        return MOTSModule
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__all__ = [
+    "BatchOnlyTransform",
+    "EmbeddingHead",
+    "MOTSNet",
+    "MOTSRoIHeads",
+    "SpatialAttention",
+    "StreamingMOTS",
+    "TemporalAttention",
+]

@@ -13,14 +13,21 @@ before, as when a sequence is read in order) and the window is causal, inference
 the FPN features of the previous frames are reused, so each frame runs the backbone once
 (same detections as clip inference).
 
-Example YAML (``hvps fit --config``)::
+The network is passed in (``net``), built by the LightningCLI from the YAML; the
+DataModule's thing classes are linked into it. Start weights come from the one loader of
+:class:`~hvps_lightning.models.base.BaseTask` (``pretrained``, ``init_checkpoint``,
+``init_from``). Example YAML (``hvps fit --config``)::
 
     model:
-      class_path: hvps_lightning.models.mots.MOTSModule
+      class_path: hvps_lightning.models.mots.lightning_model.MOTSModule
       init_args:
-        backbone: resnet50
-        temporal_attention: true
-        spatial_attention: true
+        net:
+          class_path: hvps_lightning.models.mots.MOTSNet
+          init_args:
+            backbone: resnet50
+            temporal_attention: true
+            spatial_attention: true
+        pretrained: coco
         loss_weights: {loss_spatial_attention: 0.5}
         optimizer:
           class_path: torch.optim.SGD
@@ -30,8 +37,8 @@ Example YAML (``hvps fit --config``)::
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -41,12 +48,27 @@ from torch import Tensor
 from torchmetrics.detection import MeanAveragePrecision
 
 from hvps_lightning.errors import HVPSError
-from hvps_lightning.models.base import BaseTask, _default_optimizer
-from hvps_lightning.models.mots.torch_model import Backbone, BackboneNorm, MOTSNet, Pretrained, StreamingMOTS
-from hvps_lightning.models.mots.weights import load_with_class_rows, strip_prefix
+from hvps_lightning.models.base import BaseTask, WeightSource, _default_optimizer
+from hvps_lightning.models.mots.net import MOTSNet
+from hvps_lightning.models.mots.streaming import StreamingMOTS
+from hvps_lightning.models.mots.weights import (
+    class_rows_by_name,
+    coco_categories,
+    coco_weights,
+    detector_layout,
+    download_state_dict,
+    imagenet_state,
+    load_with_class_rows,
+    strip_prefix,
+    upgrade_legacy_keys,
+)
+from hvps_lightning.models.state import LoadResult
 from hvps_lightning.structures.detections import FrameDetections
 from hvps_lightning.structures.masks import encode_masks
-from hvps_lightning.structures.specs import DatasetSpec, class_map
+from hvps_lightning.structures.specs import class_map
+
+Pretrained = Literal["none", "imagenet", "coco"]
+PRETRAINED: tuple[str, ...] = ("none", "imagenet", "coco")
 
 #: the losses MOTSNet returns (each logged as train/<name>)
 LOSS_NAMES: tuple[str, ...] = (
@@ -65,47 +87,19 @@ class MOTSModule(BaseTask):
     """Mask R-CNN + TA + SA + embeddings as a Lightning task (see the module docstring).
 
     Args:
+        net: the network; its ``thing_ids`` must be the spec's things (the CLI links them).
         dataset: dataset spec (linked from the DataModule by the CLI).
         optimizer: optimiser factory (LightningCLI callable); AdamW(lr=1e-4) by default.
         lr_scheduler: optional epoch-level LR scheduler factory.
         warmup_steps: linear LR warm-up over this many optimiser steps.
+        pretrained: ``none``, ``imagenet`` (the ResNet) or ``coco`` (torchvision's COCO Mask
+            R-CNN of the net's ``detector`` layout, resnet50 with 256 FPN channels; class rows
+            mapped by name, person -> person). Both download on first use.
+        init_checkpoint: a local file to start from: a checkpoint or state dict of this project,
+            or a torchvision Mask R-CNN state dict (v1 or v2 layout, as the net's ``detector``;
+            91 COCO rows mapped by name).
         init_from: checkpoint of the previous finetuning stage (class rows mapped through
             the spec's class map, e.g. person stays person; the rest starts new).
-        backbone: see :class:`~hvps_lightning.models.mots.MOTSNet` for this and the
-            following network arguments.
-        trainable_layers: ResNet stages trained (0-5).
-        fpn_channels: FPN width.
-        backbone_norm: ``auto``, ``frozen`` or ``batch`` (``auto`` freezes them when starting from
-            pretrained weights, ``init_checkpoint`` or ``init_from``).
-        pretrained: ``none``, ``imagenet`` or ``coco`` (downloads; applied in ``setup``).
-        init_checkpoint: local weights to start from (applied in ``setup``).
-        num_frames: clip length T.
-        temporal_attention: TA on/off.
-        spatial_attention: SA on/off.
-        temporal_attention_channels: TA width.
-        temporal_attention_layers: TA 3x3x3 convolutions.
-        context_grad: backpropagate through the context frames.
-        anchor_sizes: one anchor size per FPN level.
-        aspect_ratios: anchor aspect ratios.
-        rpn_pre_nms_top_n_train: RPN proposals per level before NMS (training).
-        rpn_pre_nms_top_n_test: the same at inference.
-        rpn_post_nms_top_n_train: RPN proposals after NMS (training).
-        rpn_post_nms_top_n_test: the same at inference.
-        rpn_batch_size_per_image: anchors sampled per image for the RPN loss.
-        box_batch_size_per_image: proposals sampled per image for the RoI heads.
-        box_positive_fraction: fraction of positives among them.
-        box_score_thresh: minimum detection score.
-        box_nms_thresh: detection NMS threshold.
-        box_detections_per_img: maximum detections per frame.
-        box_representation_size: box head width.
-        mask_head_layers: mask head convolutions.
-        mask_head_channels: mask head width.
-        spatial_attention_channels: SA width.
-        embedding_dim: embedding dimension.
-        embedding_channels: embedding head width.
-        triplet_margin: triplet loss margin.
-        embedding_iou_thresh: minimum IoU with the GT box of proposals that train the embedding.
-        num_identities: > 0 adds the identity cross-entropy.
         loss_weights: weight per loss name (see ``LOSS_NAMES``; missing ones weigh 1).
         mask_threshold: probability above which a mask pixel is foreground in the emitted RLEs
             and in the mAP.
@@ -118,69 +112,51 @@ class MOTSModule(BaseTask):
 
     def __init__(
         self,
+        net: MOTSNet,
         dataset: str = "motchallenge_step",
         optimizer: OptimizerCallable = _default_optimizer,
         lr_scheduler: LRSchedulerCallable | None = None,
         warmup_steps: int = 0,
-        init_from: str | None = None,
-        backbone: Backbone = "resnet50",
-        trainable_layers: int = 3,
-        fpn_channels: int = 256,
-        backbone_norm: BackboneNorm = "auto",
         pretrained: Pretrained = "none",
         init_checkpoint: str | None = None,
-        num_frames: int = 3,
-        temporal_attention: bool = True,
-        spatial_attention: bool = True,
-        temporal_attention_channels: int = 32,
-        temporal_attention_layers: int = 1,
-        context_grad: bool = False,
-        anchor_sizes: tuple[int, ...] = (32, 64, 128, 256, 512),
-        aspect_ratios: tuple[float, ...] = (0.5, 1.0, 2.0),
-        rpn_pre_nms_top_n_train: int = 2000,
-        rpn_pre_nms_top_n_test: int = 1000,
-        rpn_post_nms_top_n_train: int = 2000,
-        rpn_post_nms_top_n_test: int = 1000,
-        rpn_batch_size_per_image: int = 256,
-        box_batch_size_per_image: int = 512,
-        box_positive_fraction: float = 0.25,
-        box_score_thresh: float = 0.05,
-        box_nms_thresh: float = 0.5,
-        box_detections_per_img: int = 100,
-        box_representation_size: int = 1024,
-        mask_head_layers: int = 4,
-        mask_head_channels: int = 256,
-        spatial_attention_channels: int = 64,
-        embedding_dim: int = 128,
-        embedding_channels: int = 128,
-        triplet_margin: float = 0.3,
-        embedding_iou_thresh: float = 0.7,
-        num_identities: int = 0,
+        init_from: str | None = None,
         loss_weights: dict[str, float] | None = None,
         mask_threshold: float = 0.5,
         streaming_inference: bool = True,
     ) -> None:
-        super().__init__(dataset, optimizer, lr_scheduler, warmup_steps, init_from)
-        # Callables are not plain data (and would break weights_only checkpoint loading);
-        # the CLI's saved config keeps them.
-        self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
-        self._initial_weights_done = False
+        super().__init__(net, dataset, optimizer, lr_scheduler, warmup_steps, pretrained, init_checkpoint,
+                         init_from)  # fmt: skip
         self._stream: StreamingMOTS | None = None
         # the input frames the stream's cache holds (to check that a clip continues them)
         self._stream_frames: list[Tensor] = []
-        self.configure_models()
-        self.configure_losses()
-        self.configure_metrics()
 
     # BaseTask hooks -----------------------------------------------------------------------------
     def configure_models(self) -> None:
-        """Build :class:`MOTSNet` from the hyperparameters (start weights come in ``setup``)."""
-        hp = self.hparams
-        net_args = {name: hp[name] for name in _NET_ARGS}
-        if net_args["backbone_norm"] == "auto" and hp.get("init_from"):
-            # A previous stage's weights count as pretrained: keep their BatchNorm statistics.
-            net_args["backbone_norm"] = "frozen"
-        self.net = MOTSNet(dataset=self.spec, load_weights=False, **net_args)
+        """Check the network against the spec and the start weights; freeze its norms for them.
+
+        Raises:
+            HVPSError: if the net's things are not the spec's, or ``pretrained`` does not fit the net.
+        """
+        net, hp = self.net, self.hparams
+        if not isinstance(net, MOTSNet):
+            raise HVPSError(f"net: MOTSModule needs a MOTSNet, got {type(net).__name__}")
+        if tuple(net.thing_ids) != tuple(self.spec.thing_ids):
+            raise HVPSError(
+                f"net.thing_ids {list(net.thing_ids)} are not the things of dataset {self.spec.name!r} "
+                f"{list(self.spec.thing_ids)}"
+            )
+        pretrained = hp.get("pretrained", "none")
+        if pretrained not in PRETRAINED:
+            raise HVPSError(f"pretrained: {pretrained!r} is not one of {', '.join(PRETRAINED)}")
+        if pretrained == "coco" and (net.backbone_name != "resnet50" or net.fpn_channels != 256):
+            raise HVPSError(
+                "pretrained='coco': torchvision's COCO Mask R-CNN is a resnet50 with 256 FPN channels, "
+                f"got backbone={net.backbone_name!r}, fpn_channels={net.fpn_channels}"
+            )
+        starts_from_weights = pretrained != "none" or hp.get("init_checkpoint") or hp.get("init_from")
+        if net.backbone_norm == "auto" and starts_from_weights:
+            # Trained BatchNorm statistics are kept, as torchvision does with pretrained weights.
+            net.freeze_backbone_norm()
 
     def configure_losses(self) -> None:
         """Check and store the loss weights."""
@@ -197,40 +173,53 @@ class MOTSModule(BaseTask):
         self.val_map = MeanAveragePrecision(iou_type="segm")
         self.test_map = MeanAveragePrecision(iou_type="segm")
 
-    def setup(self, stage: str) -> None:
-        """Apply ``pretrained``/``init_checkpoint`` once (never over loaded weights), then ``init_from``."""
-        resuming = self._trainer is not None and self.trainer.ckpt_path is not None
-        if not self._initial_weights_done and not resuming:
-            self.net.load_initial_weights()
-        self._initial_weights_done = True
-        super().setup(stage)
+    def pretrained_state(self, name: str) -> tuple[dict[str, Tensor], WeightSource]:
+        """Torchvision's ImageNet ResNet or COCO Mask R-CNN (of the net's ``detector`` layout); downloads."""
+        if name == "imagenet":
+            return imagenet_state(self.net.backbone_name), WeightSource("pretrained='imagenet'")
+        weights = coco_weights(self.net.detector)
+        state = download_state_dict(weights, "pretrained='coco'")
+        return state, WeightSource("pretrained='coco'", class_names=tuple(weights.meta["categories"]))
 
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """A checkpoint brings trained weights: never apply the start weights over them."""
-        super().on_load_checkpoint(checkpoint)
-        self._initial_weights_done = True
+    def checkpoint_state(self, path: str) -> tuple[dict[str, Tensor], WeightSource]:
+        """A checkpoint of this project, or a torchvision Mask R-CNN state dict (COCO rows by name)."""
+        state, source = super().checkpoint_state(path)
+        classifier = strip_prefix(state).get("roi_heads.box_predictor.cls_score.weight")
+        if source.spec is None and classifier is not None and classifier.shape[0] == len(coco_categories()):
+            source = WeightSource(source.description, class_names=coco_categories())
+        return state, source
 
-    def transfer_state(self, state_dict: dict[str, Tensor], source: DatasetSpec) -> list[str]:
-        """Load a previous stage's MOTS weights; class rows go through the spec's class map.
-
-        Returns:
-            The keys (``net.``-prefixed) left new: layers whose shape differs, class rows
-            without a source class, and the identity classifier of another dataset.
+    def transfer_state(self, state: Mapping[str, Tensor], source: WeightSource) -> LoadResult:
+        """Load MOTS (or torchvision Mask R-CNN) weights; class rows go through the spec's class map or names.
 
         Raises:
-            HVPSError: if the checkpoint holds no MOTS network, or no class map links the specs.
+            HVPSError: if the state holds no detector weights, is torchvision's other Mask
+                R-CNN layout, or no class map links the specs.
         """
-        state = strip_prefix(state_dict)
-        if not any(k.startswith("roi_heads.") for k in state):
-            raise HVPSError("init_from: the checkpoint holds no MOTS network weights (no roi_heads.* keys)")
-        mapping = class_map(source.name, self.spec.name)
-        rows: dict[int, int | None] = {0: 0}
-        for label, thing in enumerate(self.net.thing_ids, start=1):
-            sources = [s for s in mapping.get(thing, ()) if s in source.thing_ids]
-            rows[label] = source.thing_ids.index(sources[0]) + 1 if sources else None
-        skip = () if source.name == self.spec.name else ("roi_heads.identity_classifier.",)
-        fresh = load_with_class_rows(self.net, state, rows, skip)
-        return [f"net.{k}" for k in fresh]
+        state = upgrade_legacy_keys(strip_prefix(state))
+        if not any(k.startswith(("roi_heads.", "backbone.")) for k in state):
+            raise HVPSError(
+                f"{source.description}: holds no MOTS network weights (no roi_heads.* or backbone.* keys)"
+            )
+        layout = detector_layout(state)
+        if layout is not None and layout != self.net.detector:
+            raise HVPSError(
+                f"{source.description}: a Mask R-CNN {layout} state dict, but the net is built as detector "
+                f"{self.net.detector!r}; set --model.init_args.net.init_args.detector {layout}"
+            )
+        rows: dict[int, int | None] | None = None
+        if source.spec is not None:
+            mapping = class_map(source.spec.name, self.spec.name)
+            rows = {0: 0}
+            for label, thing in enumerate(self.net.thing_ids, start=1):
+                sources = [s for s in mapping.get(thing, ()) if s in source.spec.thing_ids]
+                rows[label] = source.spec.thing_ids.index(sources[0]) + 1 if sources else None
+        elif source.class_names is not None:
+            names = [self.spec.class_names[t] for t in self.net.thing_ids]
+            rows = class_rows_by_name(names, source.class_names)
+        same_identities = source.spec is not None and source.spec.name == self.spec.name
+        skip = () if same_identities or source.spec is None else ("roi_heads.identity_classifier.",)
+        return load_with_class_rows(self.net, state, rows, skip)
 
     # Steps ------------------------------------------------------------------------------------
     def forward(self, frames: Tensor, target_index: int | None = None) -> Any:
@@ -396,41 +385,3 @@ def _size(orig_size: Any, frames: Tensor) -> tuple[int, int]:
     if isinstance(orig_size, Tensor):
         orig_size = orig_size.tolist()
     return int(orig_size[0]), int(orig_size[1])
-
-
-#: MOTSModule arguments passed through to MOTSNet (a test keeps both signatures in sync)
-_NET_ARGS: Sequence[str] = (
-    "backbone",
-    "trainable_layers",
-    "fpn_channels",
-    "backbone_norm",
-    "pretrained",
-    "init_checkpoint",
-    "num_frames",
-    "temporal_attention",
-    "spatial_attention",
-    "temporal_attention_channels",
-    "temporal_attention_layers",
-    "context_grad",
-    "anchor_sizes",
-    "aspect_ratios",
-    "rpn_pre_nms_top_n_train",
-    "rpn_pre_nms_top_n_test",
-    "rpn_post_nms_top_n_train",
-    "rpn_post_nms_top_n_test",
-    "rpn_batch_size_per_image",
-    "box_batch_size_per_image",
-    "box_positive_fraction",
-    "box_score_thresh",
-    "box_nms_thresh",
-    "box_detections_per_img",
-    "box_representation_size",
-    "mask_head_layers",
-    "mask_head_channels",
-    "spatial_attention_channels",
-    "embedding_dim",
-    "embedding_channels",
-    "triplet_margin",
-    "embedding_iou_thresh",
-    "num_identities",
-)

@@ -1,9 +1,10 @@
-"""Start weights of the MOTS network: ImageNet, torchvision's COCO Mask R-CNN, local files, stages.
+"""Start weights of the MOTS network: ImageNet, torchvision's COCO Mask R-CNN (v1 and v2), files.
 
 Every path ends in :func:`load_with_class_rows`: parameters whose shape matches are copied,
 the class-specific rows of the box classifier, box regression and mask predictor are
 copied row by row through a map from our detector labels to the source's, and everything
-else stays as initialised (returned as "fresh" keys).
+else stays as initialised (reported as "fresh" keys; source keys nothing took are reported
+as "unused").
 
 The downloads need internet; offline they raise a one-line :class:`HVPSError` that says
 so and points to ``init_checkpoint`` (a local file).
@@ -13,12 +14,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
-import torch
+import torchvision
 from torch import Tensor, nn
 
 from hvps_lightning.errors import HVPSError
+from hvps_lightning.models.state import LoadResult
 
 #: parameter name suffix -> rows per class (the box regression has 4 rows per class)
 CLASS_SPECIFIC: dict[str, int] = {
@@ -37,14 +38,27 @@ COCO_ALIASES: dict[str, str] = {"pedestrian": "person"}
 _PREFIXES = ("net.", "model.", "module.")
 
 
-def download_state_dict(weights: object, option: str) -> dict[str, Tensor]:
+def coco_weights(detector: str) -> torchvision.models.WeightsEnum:
+    """Torchvision's COCO weights of the Mask R-CNN architecture ``detector`` (``v1`` or ``v2``)."""
+    detection = torchvision.models.detection
+    if detector == "v2":
+        return detection.MaskRCNN_ResNet50_FPN_V2_Weights.COCO_V1
+    return detection.MaskRCNN_ResNet50_FPN_Weights.COCO_V1
+
+
+def coco_categories() -> tuple[str, ...]:
+    """The 91 class names (index = row of the COCO classifier) of torchvision's COCO detectors."""
+    return tuple(coco_weights("v1").meta["categories"])
+
+
+def download_state_dict(weights: torchvision.models.WeightsEnum, option: str) -> dict[str, Tensor]:
     """Return the state dict of a torchvision ``Weights`` entry, downloading it if not cached.
 
     Raises:
         HVPSError: if it cannot be fetched (no internet, blocked, corrupt download).
     """
     try:
-        return weights.get_state_dict(progress=False, check_hash=False)  # type: ignore[attr-defined]
+        return weights.get_state_dict(progress=False, check_hash=False)
     except (OSError, RuntimeError, ValueError) as exc:
         reason = " ".join(str(exc).split()) or type(exc).__name__
         raise HVPSError(
@@ -53,28 +67,15 @@ def download_state_dict(weights: object, option: str) -> dict[str, Tensor]:
         ) from None
 
 
-def read_state_file(path: str | Path) -> dict[str, Tensor]:
-    """Read a state dict from a plain ``torch.save`` file or a Lightning checkpoint (no pickled code).
-
-    Raises:
-        HVPSError: if the file is missing, unreadable or holds no tensors.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise HVPSError(f"init_checkpoint {path}: file not found")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for corrupt or foreign files
-        raise HVPSError(f"init_checkpoint {path}: not a loadable state dict ({type(exc).__name__})") from None
-    if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
-        obj = obj["state_dict"]
-    if not isinstance(obj, Mapping) or not any(isinstance(v, Tensor) for v in obj.values()):
-        raise HVPSError(f"init_checkpoint {path}: holds no state dict of tensors")
-    return strip_prefix({k: v for k, v in obj.items() if isinstance(v, Tensor)})
+def imagenet_state(backbone: str) -> dict[str, Tensor]:
+    """Torchvision's ImageNet weights of ``backbone`` under our keys (``backbone.body.*``); downloads."""
+    weights = torchvision.models.get_model_weights(backbone)["IMAGENET1K_V1"]
+    state = download_state_dict(weights, "pretrained='imagenet'")
+    return {f"backbone.body.{k}": v for k, v in state.items() if not k.startswith("fc.")}
 
 
 def upgrade_legacy_keys(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
-    """Rename keys of torchvision's older Mask R-CNN files (the published COCO weights) to today's.
+    """Rename keys of torchvision's older Mask R-CNN files (the published COCO v1 weights) to today's.
 
     torchvision renames them in versioned ``_load_from_state_dict`` hooks, which a key-by-key
     copy bypasses: ``rpn.head.conv.*`` became ``rpn.head.conv.0.0.*`` and
@@ -99,6 +100,19 @@ def strip_prefix(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
     return dict(state)
 
 
+def detector_layout(state: Mapping[str, Tensor]) -> str | None:
+    """``v1`` or ``v2`` for a state dict of torchvision's Mask R-CNN layouts (or MOTSNet's), else None.
+
+    v2 has BatchNorm in its FPN (``backbone.fpn.inner_blocks.<i>.1.*``) and a convolutional box
+    head (``roi_heads.box_head.0.0.weight``); v1 has FC layers ``fc6``/``fc7``.
+    """
+    if "roi_heads.box_head.0.0.weight" in state or "backbone.fpn.inner_blocks.0.1.weight" in state:
+        return "v2"
+    if "roi_heads.box_head.fc6.weight" in state or "backbone.fpn.inner_blocks.0.0.bias" in state:
+        return "v1"
+    return None
+
+
 def class_rows_by_name(target_names: Sequence[str], source_names: Sequence[str]) -> dict[int, int | None]:
     """Map detector labels (0 = background, i = target_names[i - 1]) to source labels by class name."""
     index = {name: i for i, name in enumerate(source_names)}
@@ -113,7 +127,7 @@ def load_with_class_rows(
     state: Mapping[str, Tensor],
     class_rows: Mapping[int, int | None] | None,
     skip_prefixes: Sequence[str] = (),
-) -> list[str]:
+) -> LoadResult:
     """Copy ``state`` into ``module``; class-specific rows go through ``class_rows``.
 
     Args:
@@ -125,7 +139,7 @@ def load_with_class_rows(
             another dataset).
 
     Returns:
-        The keys of ``module`` left (entirely or partly) at their initial values.
+        The keys left fresh and the source keys left unused (BatchNorm counters not counted).
     """
     own = module.state_dict()
     loaded: dict[str, Tensor] = {}
@@ -156,4 +170,5 @@ def load_with_class_rows(
         else:
             fresh.append(key)
     module.load_state_dict(loaded, strict=False)
-    return fresh
+    unused = sorted(k for k in state if k not in loaded and not k.endswith("num_batches_tracked"))
+    return LoadResult(fresh, unused)

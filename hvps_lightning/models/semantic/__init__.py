@@ -1,6 +1,8 @@
-"""The semantic segmenter: smp / EfficientPS-style networks and the ``SemanticModule`` task."""
+"""The semantic segmenter: smp / EfficientPS-style networks in plain PyTorch.
 
-from hvps_lightning.models.semantic.lightning_model import SemanticModule
+The task that trains them is ``SemanticModule`` in :mod:`hvps_lightning.models.semantic.lightning_model`.
+"""
+
 from hvps_lightning.models.semantic.torch_model import (
     EFFICIENTPS,
     SMP_ARCHITECTURES,
@@ -21,7 +23,6 @@ __all__ = [
     "EfficientPSSemanticNet",
     "LargeScaleFeatureExtractor",
     "MismatchCorrection",
-    "SemanticModule",
     "SemanticNet",
     "TwoWayFPN",
 ]

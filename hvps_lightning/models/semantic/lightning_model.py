@@ -4,42 +4,47 @@ It reads the target frame of each clip (``frames[:, target_index]``, see ARCHITE
 "Batches"), trains with cross-entropy that skips the ignore label (optionally plus smp's Lovasz
 and Dice losses), and logs mIoU and per-class IoU (torchmetrics ``JaccardIndex``) per epoch as
 ``val/miou`` and ``val/iou/<class>``. ``predict_step`` returns ``[(sequence, frame, semantic
-uint8 (H0, W0)), ...]`` at the original image size; :class:`SemanticCacheWriter` writes them to
-the semantic cache that the panoptic fusion reads.
+uint8 (H0, W0)), ...]`` at the original image size; ``SemanticCacheWriter``
+(:mod:`hvps_lightning.lightning.writers`) writes them to the semantic cache that the fusion reads.
 
-Example (a YAML for ``hvps fit``)::
+The network is passed in (``net``), built by the LightningCLI from the YAML with the
+DataModule's class count linked into it. Example (a YAML for ``hvps fit``)::
 
     model:
-      class_path: hvps_lightning.models.semantic.SemanticModule
+      class_path: hvps_lightning.models.semantic.lightning_model.SemanticModule
       init_args:
-        arch: efficientps              # or Unet, FPN, DeepLabV3Plus, ...
-        encoder_name: efficientnet-b0
-        encoder_weights: null          # "imagenet" needs internet on first use
+        net:
+          class_path: hvps_lightning.models.semantic.SemanticNet
+          init_args:
+            arch: efficientps          # or Unet, FPN, DeepLabV3Plus, ...
+            encoder_name: efficientnet-b0
+        pretrained: none               # "imagenet" needs internet on first use
         lovasz_weight: 0.5
         init_from: outputs/kitti_step/last.ckpt   # previous stage; classes mapped via specs
 """
 
 from __future__ import annotations
 
-import logging
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.utilities import rank_zero_info
 from segmentation_models_pytorch.losses import DiceLoss, LovaszLoss
 from torchmetrics.classification import MulticlassJaccardIndex
 
 from hvps_lightning.errors import HVPSError
-from hvps_lightning.models.base import BaseTask, _default_optimizer
-from hvps_lightning.models.semantic.torch_model import EFFICIENTPS, SemanticNet
-from hvps_lightning.structures.specs import DatasetSpec, class_map
+from hvps_lightning.models.base import BaseTask, WeightSource, _default_optimizer, load_checkpoint_file
+from hvps_lightning.models.semantic.efficientps import convert_efficientps, is_efficientps_state
+from hvps_lightning.models.semantic.torch_model import EFFICIENTPS, SemanticNet, check_encoder, encoder_state
+from hvps_lightning.models.state import LoadResult
+from hvps_lightning.structures.specs import CITYSCAPES_CLASSES, class_map, get_spec
 
-log = logging.getLogger(__name__)
-
-#: prefix of the network's parameters in the module's state dict
-NET_PREFIX = "net."
+#: the dataset spec of the official EfficientPS models' 19 classes (Cityscapes train ids, KITTI too)
+EFFICIENTPS_SPEC = "kitti_panoptic"
 
 
 def _metric_name(class_name: str) -> str:
@@ -50,25 +55,25 @@ class SemanticModule(BaseTask):
     """Semantic segmentation of the target frame of each clip.
 
     Args:
+        net: the network; its ``num_classes`` must be the spec's (the CLI links it).
         dataset: dataset spec name (linked from the DataModule by the CLI): classes, ignore label.
-        arch: ``"efficientps"`` (EfficientPS-style head on a 2-way FPN) or an smp architecture
-            (``Unet``, ``FPN``, ``DeepLabV3Plus``, ...).
-        encoder_name: smp encoder (``efficientnet-b0`` is CPU-friendly; the paper uses b5).
-        encoder_weights: ``None`` (default, offline) or e.g. ``"imagenet"`` (needs internet).
-        fpn_channels: EfficientPS: 2-way FPN channels (256 in the paper).
-        head_channels: EfficientPS: semantic head branch channels (128 in the paper).
-        arch_kwargs: extra keyword arguments of the smp architecture.
+        optimizer: optimiser factory (LightningCLI callable).
+        lr_scheduler: optional epoch-level LR scheduler factory.
+        warmup_steps: linear LR warm-up steps.
+        pretrained: ``none`` or a weight set smp publishes for the net's encoder (``imagenet``,
+            ``advprop``, ...; downloaded on first use).
+        init_checkpoint: a local file to start from: a checkpoint or state dict of this project,
+            or an official EfficientPS checkpoint (DeepSceneSeg/EfficientPS, recognised by its
+            keys and converted by :mod:`~hvps_lightning.models.semantic.efficientps`; its 19
+            Cityscapes classes mapped to the spec's).
+        init_from: checkpoint of the previous stage; classifier rows are mapped through the
+            spec's class map (:meth:`transfer_state`).
         lovasz_weight: weight of smp's multiclass Lovasz-softmax loss added to cross-entropy (0: off).
         dice_weight: weight of smp's multiclass Dice loss added to cross-entropy (0: off).
         ohem_fraction: average the cross-entropy over only this fraction of the valid pixels with
             the highest loss (online hard example mining; EfficientPS uses 0.25). ``None``: all.
         predict_probabilities: ``predict_step`` also returns the softmax at the network's
             resolution (for the fusion's "best stuff class" rule); items become 4-tuples.
-        optimizer: optimiser factory (LightningCLI callable).
-        lr_scheduler: optional epoch-level LR scheduler factory.
-        warmup_steps: linear LR warm-up steps.
-        init_from: checkpoint of the previous stage; classifier rows are mapped through the
-            spec's class map (:meth:`transfer_state`).
     """
 
     monitor = "val/miou"
@@ -76,46 +81,45 @@ class SemanticModule(BaseTask):
 
     def __init__(
         self,
+        net: SemanticNet,
         dataset: str = "motchallenge_step",
-        arch: str = EFFICIENTPS,
-        encoder_name: str = "efficientnet-b0",
-        encoder_weights: str | None = None,
-        fpn_channels: int = 256,
-        head_channels: int = 128,
-        arch_kwargs: dict[str, Any] | None = None,
+        optimizer: OptimizerCallable = _default_optimizer,
+        lr_scheduler: LRSchedulerCallable | None = None,
+        warmup_steps: int = 0,
+        pretrained: str = "none",
+        init_checkpoint: str | None = None,
+        init_from: str | None = None,
         lovasz_weight: float = 0.0,
         dice_weight: float = 0.0,
         ohem_fraction: float | None = None,
         predict_probabilities: bool = False,
-        optimizer: OptimizerCallable = _default_optimizer,
-        lr_scheduler: LRSchedulerCallable | None = None,
-        warmup_steps: int = 0,
-        init_from: str | None = None,
     ) -> None:
-        super().__init__(dataset, optimizer, lr_scheduler, warmup_steps, init_from)
         if lovasz_weight < 0 or dice_weight < 0:
             raise HVPSError(f"lovasz_weight and dice_weight must be >= 0, got {lovasz_weight}, {dice_weight}")
         if ohem_fraction is not None and not 0.0 < ohem_fraction <= 1.0:
             raise HVPSError(f"ohem_fraction must lie in (0, 1] or be null, got {ohem_fraction}")
-        self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
+        super().__init__(net, dataset, optimizer, lr_scheduler, warmup_steps, pretrained, init_checkpoint,
+                         init_from)  # fmt: skip
         self.predict_probabilities = predict_probabilities
-        self.configure_models()
-        self.configure_losses()
-        self.configure_metrics()
 
     # Construction -------------------------------------------------------------------------
     def configure_models(self) -> None:
-        """Build the network for the spec's classes."""
-        hp = self.hparams
-        self.net = SemanticNet(
-            num_classes=self.spec.num_classes,
-            arch=hp.arch,
-            encoder_name=hp.encoder_name,
-            encoder_weights=hp.encoder_weights,
-            fpn_channels=hp.fpn_channels,
-            head_channels=hp.head_channels,
-            arch_kwargs=hp.arch_kwargs,
-        )
+        """Check the network against the spec's classes (and ``pretrained`` against its encoder).
+
+        Raises:
+            HVPSError: if the net predicts another number of classes than the spec has.
+        """
+        net = self.net
+        if not isinstance(net, SemanticNet):
+            raise HVPSError(f"net: SemanticModule needs a SemanticNet, got {type(net).__name__}")
+        if net.num_classes != self.spec.num_classes:
+            raise HVPSError(
+                f"net.num_classes {net.num_classes} is not the {self.spec.num_classes} classes of dataset "
+                f"{self.spec.name!r}"
+            )
+        pretrained = self.hparams.get("pretrained", "none")
+        if pretrained != "none":
+            check_encoder(net.encoder_name, pretrained)  # fail now, not at the first setup
 
     def configure_losses(self) -> None:
         """Cross-entropy (always) and the optional Lovasz / Dice terms, all skipping the ignore label."""
@@ -284,9 +288,34 @@ class SemanticModule(BaseTask):
             return min(height, batch_size_hw[0]), min(width, batch_size_hw[1])
         return batch_size_hw
 
-    # Stage transfer -----------------------------------------------------------------------
-    def transfer_state(self, state_dict: dict[str, torch.Tensor], source_spec: DatasetSpec) -> list[str]:
-        """Load a previous stage's weights, carrying classifier rows through the class map.
+    # Start weights --------------------------------------------------------------------------
+    def pretrained_state(self, name: str) -> tuple[dict[str, torch.Tensor], WeightSource]:
+        """The pretrained encoder weights ``name`` that smp publishes (downloads on first use)."""
+        return encoder_state(self.net.encoder_name, name), WeightSource(f"pretrained={name!r}")
+
+    def checkpoint_state(self, path: str) -> tuple[dict[str, torch.Tensor], WeightSource]:
+        """A checkpoint of this project, or an official EfficientPS checkpoint (converted)."""
+        ckpt = load_checkpoint_file(path, "init_checkpoint")
+        official = ckpt.get("state_dict", ckpt)
+        if not isinstance(official, dict) or not is_efficientps_state(official):
+            return self.project_checkpoint_state(ckpt, path)
+        if self.net.arch != EFFICIENTPS:
+            raise HVPSError(
+                f"init_checkpoint {path}: an EfficientPS checkpoint; it converts into net arch "
+                f"{EFFICIENTPS!r} only, not {self.net.arch!r}"
+            )
+        conversion = convert_efficientps(official, self.net)
+        for note in conversion.notes:
+            rank_zero_info(f"init_checkpoint {path} (EfficientPS): {note}")
+        classifier = official.get("semantic_head.conv_logits.weight")
+        spec = get_spec(EFFICIENTPS_SPEC)
+        cityscapes = classifier is not None and classifier.shape[0] == len(CITYSCAPES_CLASSES)
+        source = WeightSource(f"init_checkpoint {path} (EfficientPS)", spec=spec if cityscapes else None,
+                              dropped=tuple(conversion.unmapped))  # fmt: skip
+        return conversion.state, source
+
+    def transfer_state(self, state: Mapping[str, torch.Tensor], source: WeightSource) -> LoadResult:
+        """Load semantic-network weights, carrying classifier rows through the class map.
 
         Every tensor whose name and shape match is copied. The classifier's rows (dimension 0 =
         class) of each target class are the mean of the rows of the source classes it is made of
@@ -294,53 +323,50 @@ class SemanticModule(BaseTask):
         road + sidewalk); classes without a source keep their fresh initialisation.
 
         Args:
-            state_dict: the previous stage's ``state_dict`` (of a SemanticModule, keys
-                ``net.*``; a bare SemanticNet state dict is accepted too).
-            source_spec: the dataset spec the previous stage was trained on.
+            state: network keys (a SemanticModule's ``net.*`` keys are accepted too).
+            source: where it comes from; its spec (if known) says which classes the rows are.
 
         Returns:
-            The names of this module's tensors that received nothing from the checkpoint.
+            The network's keys that received nothing, and the source's keys nothing took.
 
         Raises:
-            HVPSError: if no tensor of the checkpoint fits this model (another architecture or
+            HVPSError: if no tensor of the state fits this network (another architecture or
                 task), or no class map between the datasets is known.
         """
-        own = self.state_dict()
-        if not any(key in own for key in state_dict):
-            state_dict = {NET_PREFIX + key: value for key, value in state_dict.items()}
-        mapping = class_map(source_spec.name, self.spec.name)
-        classifier_keys = {NET_PREFIX + name for name in self.net.classifier_parameter_names()}
+        if any(k.startswith("net.") for k in state):
+            state = {k[len("net.") :]: v for k, v in state.items() if k.startswith("net.")}
+        own = self.net.state_dict()
+        mapping = class_map(source.spec.name, self.spec.name) if source.spec is not None else None
+        classifier_keys = set(self.net.classifier_parameter_names())
         new_state: dict[str, torch.Tensor] = {}
         fresh: list[str] = []
         for key, current in own.items():
-            source = state_dict.get(key)
-            if source is None:
+            value = state.get(key)
+            if value is None:
                 fresh.append(key)
-            elif key in classifier_keys:
-                if source.shape[0] != source_spec.num_classes or source.shape[1:] != current.shape[1:]:
+            elif key in classifier_keys and mapping is not None and source.spec is not None:
+                if value.shape[0] != source.spec.num_classes or value.shape[1:] != current.shape[1:]:
                     fresh.append(key)
                     continue
                 rows = current.clone()
                 for target_class, source_classes in mapping.items():
-                    rows[target_class] = source[list(source_classes)].to(rows.dtype).mean(dim=0)
+                    rows[target_class] = value[list(source_classes)].to(rows.dtype).mean(dim=0)
                 new_state[key] = rows
-            elif source.shape == current.shape:
-                new_state[key] = source
+            elif value.shape == current.shape:
+                new_state[key] = value
             else:
                 fresh.append(key)
         loaded = [k for k in new_state if not k.endswith("num_batches_tracked")]
         if not loaded:
             raise HVPSError(
-                f"init_from: no weights of the checkpoint fit this {type(self).__name__} "
-                f"(arch {self.hparams.arch!r}, encoder {self.hparams.encoder_name!r})"
+                f"{source.description}: no weights fit this {type(self).__name__} "
+                f"(net arch {self.net.arch!r}, encoder {self.net.encoder_name!r})"
             )
-        self.load_state_dict(new_state, strict=False)
-        unmapped = [self.spec.class_names[c] for c in range(self.spec.num_classes) if c not in mapping]
-        log.info(
-            "init_from: %d tensors loaded from %s, %d fresh; classes starting fresh: %s",
-            len(new_state),
-            source_spec.name,
-            len(fresh),
-            ", ".join(unmapped) or "none",
-        )
-        return fresh
+        self.net.load_state_dict(new_state, strict=False)
+        if mapping is not None:
+            unmapped = [self.spec.class_names[c] for c in range(self.spec.num_classes) if c not in mapping]
+            rank_zero_info(f"{source.description}: classes starting fresh: {', '.join(unmapped) or 'none'}")
+        fresh = [k for k in fresh if not k.endswith("num_batches_tracked")]
+        unused = sorted(k for k in state if k not in new_state and not k.endswith("num_batches_tracked"))
+        return LoadResult(fresh, unused + list(source.dropped))
+

@@ -1,9 +1,12 @@
 """Semantic segmentation networks: any segmentation-models-pytorch model, or an EfficientPS-style head.
 
-``SemanticNet`` is the plain ``nn.Module`` that :class:`~hvps_lightning.models.semantic.SemanticModule`
-trains. ``arch`` picks either one of smp's architectures (``Unet``, ``FPN``, ``DeepLabV3Plus``, ...)
-over any smp encoder, or ``"efficientps"``: the semantic head of EfficientPS (Mohan & Valada,
-IJCV 2021) on a 2-way FPN over an smp encoder (an EfficientNet, as in the paper).
+``SemanticNet`` is the plain ``nn.Module`` that ``SemanticModule`` (``lightning_model``)
+trains; building it loads no weights (the task's start-weights loader does: ImageNet encoder
+weights through smp, this project's checkpoints, the official EfficientPS release through
+:mod:`~hvps_lightning.models.semantic.efficientps`). ``arch`` picks either one of smp's
+architectures (``Unet``, ``FPN``, ``DeepLabV3Plus``, ...) over any smp encoder, or
+``"efficientps"``: the semantic head of EfficientPS (Mohan & Valada, IJCV 2021) on a 2-way FPN
+over an smp encoder (an EfficientNet, as in the paper).
 
 The EfficientPS semantic head as we read the paper:
 
@@ -48,6 +51,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hvps_lightning.errors import HVPSError
+from hvps_lightning.models.net_config import constructor_arguments
 
 #: the architecture name of the EfficientPS-style head; every other name is an smp architecture
 EFFICIENTPS = "efficientps"
@@ -248,8 +252,28 @@ class EfficientPSSemanticNet(nn.Module):
         return F.interpolate(logits, size=images.shape[-2:], mode="bilinear", align_corners=False)
 
 
-def _build_encoder(encoder_name: str, encoder_weights: str | None) -> nn.Module:
+def _build_encoder(encoder_name: str, encoder_weights: str | None = None) -> nn.Module:
     return smp.encoders.get_encoder(encoder_name, in_channels=3, depth=5, weights=encoder_weights)
+
+
+def encoder_state(encoder_name: str, weights: str) -> dict[str, torch.Tensor]:
+    """The pretrained ``weights`` (``imagenet``, ...) smp publishes for an encoder, under our keys.
+
+    Keys are SemanticNet's (``model.encoder.*``); smp downloads them (Hugging Face hub) on first use.
+
+    Raises:
+        HVPSError: on a weight set the encoder does not have, or when the download fails.
+    """
+    check_encoder(encoder_name, weights)
+    try:
+        encoder = _build_encoder(encoder_name, weights)
+    except OSError as exc:  # huggingface_hub / urllib / requests errors are all OSErrors
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise HVPSError(
+            f"pretrained: loading {weights!r} weights for {encoder_name!r} needs internet (or a filled "
+            f"Hugging Face cache); use pretrained: none to start from random weights ({detail})"
+        ) from None
+    return {f"model.encoder.{k}": v for k, v in encoder.state_dict().items()}
 
 
 class SemanticNet(nn.Module):
@@ -264,15 +288,12 @@ class SemanticNet(nn.Module):
             ``UnetPlusPlus``, ``PSPNet``, ``Linknet``, ``MAnet``, ``PAN``, ``DeepLabV3``, ``UPerNet``,
             ``Segformer``, ...; case does not matter).
         encoder_name: an smp encoder (``efficientnet-b0`` .. ``-b7``, ``resnet34``, ``tu-<timm name>``, ...).
-        encoder_weights: ``None`` (random init, the default: works offline) or a pretrained set such
-            as ``"imagenet"`` (downloaded by smp: needs internet on first use).
         fpn_channels: EfficientPS only: channels of the 2-way FPN.
         head_channels: EfficientPS only: channels of the semantic head branches.
         arch_kwargs: extra keyword arguments for the smp architecture (e.g. ``decoder_channels``).
 
     Raises:
-        HVPSError: on an unknown architecture, encoder or weight set, or when pretrained weights
-            cannot be downloaded.
+        HVPSError: on an unknown architecture or encoder, or options the architecture does not take.
     """
 
     def __init__(
@@ -280,12 +301,13 @@ class SemanticNet(nn.Module):
         num_classes: int,
         arch: str = EFFICIENTPS,
         encoder_name: str = "efficientnet-b0",
-        encoder_weights: str | None = None,
         fpn_channels: int = 256,
         head_channels: int = 128,
         arch_kwargs: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
+        self.init_args = constructor_arguments()
+        self.encoder_name = encoder_name
         self.num_classes = int(num_classes)
         self.arch = arch.lower()
         if self.num_classes < 1:
@@ -295,7 +317,7 @@ class SemanticNet(nn.Module):
                 f"arch: unknown architecture {arch!r}; choose {EFFICIENTPS!r} or one of smp's: "
                 f"{', '.join(smp.MODEL_ARCHITECTURES_MAPPING[a].__name__ for a in SMP_ARCHITECTURES)}"
             )
-        _check_encoder(encoder_name, encoder_weights)
+        check_encoder(encoder_name, None)
         if self.arch != EFFICIENTPS:
             _check_arch_kwargs(self.arch, encoder_name, arch_kwargs or {})
         try:
@@ -303,28 +325,16 @@ class SemanticNet(nn.Module):
                 if arch_kwargs:
                     raise HVPSError(f"arch_kwargs: not used by {EFFICIENTPS!r} (got {sorted(arch_kwargs)})")
                 self.model: nn.Module = EfficientPSSemanticNet(
-                    _build_encoder(encoder_name, encoder_weights),
-                    self.num_classes,
-                    fpn_channels,
-                    head_channels,
+                    _build_encoder(encoder_name), self.num_classes, fpn_channels, head_channels
                 )
             else:
                 self.model = smp.create_model(
                     self.arch,
                     encoder_name=encoder_name,
-                    encoder_weights=encoder_weights,
+                    encoder_weights=None,
                     classes=self.num_classes,
                     **(arch_kwargs or {}),
                 )
-        except OSError as exc:  # huggingface_hub / urllib / requests errors are all OSErrors
-            if encoder_weights is None:
-                raise
-            detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise HVPSError(
-                f"encoder_weights: loading {encoder_weights!r} weights for {encoder_name!r} needs "
-                f"internet (or a filled Hugging Face cache); use encoder_weights: null to start "
-                f"from random weights ({detail})"
-            ) from None
         except TypeError as exc:  # an arch_kwargs key the architecture does not take
             raise HVPSError(f"arch_kwargs: {exc}") from None
         # inputs are padded to a multiple of this (smp refuses other sizes)
@@ -370,7 +380,7 @@ def _check_arch_kwargs(arch: str, encoder_name: str, arch_kwargs: dict[str, Any]
         )
 
 
-def _check_encoder(encoder_name: str, encoder_weights: str | None) -> None:
+def check_encoder(encoder_name: str, encoder_weights: str | None) -> None:
     """Validate the encoder name and weight set up front, with a one-line error."""
     if encoder_name.startswith("tu-"):
         return  # timm-universal encoders: timm validates the name when building
@@ -384,6 +394,6 @@ def _check_encoder(encoder_name: str, encoder_weights: str | None) -> None:
         available = encoders[encoder_name].get("pretrained_settings", {})
         if encoder_weights not in available:
             raise HVPSError(
-                f"encoder_weights: {encoder_weights!r} is not available for {encoder_name!r}; "
-                f"choose null or one of {sorted(available)}"
+                f"pretrained: {encoder_weights!r} is not available for encoder {encoder_name!r}; "
+                f"choose none or one of {sorted(available)}"
             )

@@ -8,11 +8,16 @@ few pixels per frame; an identity keeps its colour, so embeddings can learn it.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 import torch
+
+from hvps_lightning.models.mots import MOTSNet
+from hvps_lightning.models.mots.lightning_model import MOTSModule
+from hvps_lightning.structures.specs import get_spec
 
 #: small enough for CPU tests, every module present
 TINY_NET: dict[str, Any] = {
@@ -47,6 +52,32 @@ STD = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
 @pytest.fixture
 def tiny_net() -> dict[str, Any]:
     return dict(TINY_NET)
+
+
+def build_net(dataset: str = "motchallenge_step", seed: int = 0, **kwargs: Any) -> MOTSNet:
+    """A tiny MOTSNet detecting the things of ``dataset`` (``kwargs`` override TINY_NET)."""
+    torch.manual_seed(seed)
+    return MOTSNet(thing_ids=get_spec(dataset).thing_ids, **{**TINY_NET, **kwargs})
+
+
+def build_module(dataset: str = "motchallenge_step", seed: int = 0, **kwargs: Any) -> MOTSModule:
+    """A MOTSModule around a tiny MOTSNet; ``kwargs`` go to whichever of the two takes them."""
+    net_args = set(inspect.signature(MOTSNet).parameters)
+    net_kwargs = {k: v for k, v in kwargs.items() if k in net_args}
+    task_kwargs = {k: v for k, v in kwargs.items() if k not in net_args}
+    return MOTSModule(net=build_net(dataset, seed, **net_kwargs), dataset=dataset, **task_kwargs)
+
+
+@pytest.fixture
+def make_net() -> Callable[..., MOTSNet]:
+    """Factory: ``make_net(dataset="motchallenge_step", seed=0, **overrides)`` -> a tiny MOTSNet."""
+    return build_net
+
+
+@pytest.fixture
+def make_module() -> Callable[..., MOTSModule]:
+    """Factory: ``make_module(dataset=..., seed=0, **net_and_task_args)`` -> a MOTSModule, tiny net."""
+    return build_module
 
 
 def draw_frame(

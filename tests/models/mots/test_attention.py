@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 import pytest
 import torch
+import torch.nn.functional as F
 
-from hvps_lightning.models.mots import MOTSNet, TemporalAttention
+from hvps_lightning.models.mots import StreamingMOTS, TemporalAttention
 
 
 def _random_attention(channels: int = 8, seed: int = 0) -> TemporalAttention:
@@ -58,9 +61,8 @@ def test_bad_inputs_raise() -> None:
         TemporalAttention(8, kernel_size=2)
 
 
-def test_network_with_identical_frames_uses_the_plain_features(tiny_net: dict) -> None:
-    torch.manual_seed(0)
-    net = MOTSNet("motchallenge_step", **tiny_net).eval()
+def test_network_with_identical_frames_uses_the_plain_features(make_net: Callable) -> None:
+    net = make_net().eval()
     for module in net.temporal_attention.values():
         torch.nn.init.normal_(module.logits.weight, std=2.0)
     frame = torch.randn(1, 3, 64, 96)
@@ -79,3 +81,45 @@ def test_a_list_of_frame_maps_equals_the_stacked_clip() -> None:
     torch.testing.assert_close(attention(list(clip.unbind(1)), 1), attention(clip, 1))
     with pytest.raises(ValueError, match="one \\(B, C, H, W\\) shape"):
         attention([clip[:, 0], clip[:, 1, :, :4]], 0)
+
+
+def stacked_3d_reference(
+    attention: TemporalAttention, frames: Sequence[torch.Tensor], target_index: int
+) -> torch.Tensor:
+    """The textbook formulation (the module's first one): stack the clip, run the Conv3d modules."""
+    hidden = F.relu(attention.reduce(torch.stack(list(frames), dim=2)))
+    indicator = torch.zeros_like(hidden[:, :1])
+    indicator[:, :, target_index] = 1.0
+    hidden = torch.cat([hidden, indicator], dim=1)
+    for conv in attention.body:
+        hidden = F.relu(conv(hidden))
+    return torch.softmax(attention.logits(hidden)[:, 0].float(), dim=1)
+
+
+@pytest.mark.parametrize(("num_layers", "kernel_size", "frames"), [(1, 3, 3), (0, 3, 3), (2, 3, 4), (1, 5, 2),
+                                                                   (0, 1, 3), (1, 3, 1)])  # fmt: skip
+def test_weights_equal_the_stacked_3d_convolutions(num_layers: int, kernel_size: int, frames: int) -> None:
+    torch.manual_seed(num_layers * 10 + kernel_size)
+    attention = TemporalAttention(8, 5, num_layers=num_layers, kernel_size=kernel_size).double()
+    for conv in [*attention.body, attention.logits]:
+        torch.nn.init.normal_(conv.weight, std=0.5)  # far from uniform weights
+    clip = [torch.randn(2, 8, 7, 9, dtype=torch.float64) for _ in range(frames)]
+    for target_index in range(frames):
+        expected = stacked_3d_reference(attention, clip, target_index)
+        torch.testing.assert_close(attention.weights(clip, target_index), expected, rtol=1e-6, atol=1e-7)
+        reduced = [attention.reduce_frame(f) for f in clip]
+        fused = attention(clip, target_index, reduced=reduced)
+        torch.testing.assert_close(fused, attention(clip, target_index))
+
+
+def test_streaming_reduces_each_frame_once(make_net: Callable) -> None:
+    net = make_net().eval()
+    calls: list[int] = []
+    for module in net.temporal_attention.values():
+        original = module.reduce_frame
+        module.reduce_frame = lambda f, original=original: calls.append(1) or original(f)  # type: ignore[method-assign]
+    streamer = StreamingMOTS(net)
+    with torch.no_grad():
+        for _ in range(4):
+            streamer.push(torch.randn(3, 64, 96))
+    assert len(calls) == 4 * len(net.temporal_attention)  # one reduction per frame and level, not per window

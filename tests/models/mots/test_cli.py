@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from hvps_lightning.cli import main
 
@@ -30,13 +31,14 @@ TINY_MODEL_ARGS = {
 
 
 def _fit_args(root: Path, ta: bool, sa: bool) -> list[str]:
-    args = ["fit", "--model", "hvps_lightning.models.mots.MOTSModule"]
+    args = ["fit", "--model", "hvps_lightning.models.mots.lightning_model.MOTSModule",
+            "--model.init_args.net", "hvps_lightning.models.mots.MOTSNet"]  # fmt: skip
     for name, value in {
         **TINY_MODEL_ARGS,
         "temporal_attention": str(ta),
         "spatial_attention": str(sa),
     }.items():
-        args += [f"--model.init_args.{name}", value]
+        args += [f"--model.init_args.net.init_args.{name}", value]
     args += ["--data", "hvps_lightning.data.datamodule.HVPSDataModule", "--data.init_args.root", str(root),
              "--data.init_args.stage", "mot_step", "--data.init_args.batch_size", "1",
              "--data.init_args.max_frames", "4"]  # fmt: skip
@@ -57,7 +59,7 @@ def test_fit_with_a_bad_model_argument_exits_2(
     synth_mot_step_root: Path, capsys: pytest.CaptureFixture
 ) -> None:
     args = _fit_args(synth_mot_step_root, True, True)
-    args[args.index("--model.init_args.backbone") + 1] = "resnet9"
+    args[args.index("--model.init_args.net.init_args.backbone") + 1] = "resnet9"
     with pytest.raises(SystemExit) as info:
         main(args)
     assert info.value.code == 2
@@ -70,3 +72,17 @@ def test_fit_with_a_centred_window(
     monkeypatch.chdir(tmp_path)
     args = [*_fit_args(synth_mot_step_root, True, True), "--data.init_args.clip_mode", "centred"]
     assert main([*args, "--debug"]) == 0
+
+
+def test_predict_from_a_checkpoint_before_nested_networks_is_a_one_line_error(
+    synth_mot_step_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    old = tmp_path / "old.ckpt"
+    # the network's arguments among the task's, no "net"
+    flat = {"_class_path": "hvps_lightning.models.mots.lightning_model.MOTSModule",
+            "dataset": "motchallenge_step", "backbone": "resnet18", "temporal_attention": True}  # fmt: skip
+    torch.save({"state_dict": {}, "hyper_parameters": flat}, old)
+    args = ["predict", *_fit_args(synth_mot_step_root, True, True)[1:], "--ckpt_path", str(old)]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "before the network was nested" in err and f"--model.init_args.init_from {old}" in err

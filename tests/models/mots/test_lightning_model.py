@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -13,14 +12,9 @@ from pycocotools import mask as mask_utils
 from torch.utils.data import DataLoader
 
 from hvps_lightning.errors import HVPSError
-from hvps_lightning.models.base import load_checkpoint_file
-from hvps_lightning.models.mots import MOTSModule, MOTSNet
+from hvps_lightning.models.base import WeightSource, load_checkpoint_file
+from hvps_lightning.models.mots.lightning_model import MOTSModule
 from hvps_lightning.structures.detections import FrameDetections
-
-
-def _module(tiny_net: dict[str, Any], seed: int = 0, **kwargs: Any) -> MOTSModule:
-    torch.manual_seed(seed)
-    return MOTSModule(**{**tiny_net, **kwargs})
 
 
 def _loader(batches: list[dict[str, Any]]) -> DataLoader:
@@ -42,8 +36,8 @@ def _sequence_batches(
     ]
 
 
-def test_fit_logs_every_loss_and_validation_map(tiny_net: dict, make_batch: Callable) -> None:
-    model = _module(tiny_net, num_identities=8, loss_weights={"loss_spatial_attention": 0.5})
+def test_fit_logs_every_loss_and_validation_map(make_module: Callable, make_batch: Callable) -> None:
+    model = make_module(num_identities=8, loss_weights={"loss_spatial_attention": 0.5})
     trainer = _trainer(fast_dev_run=1)
     trainer.fit(model, train_dataloaders=_loader([make_batch()]), val_dataloaders=_loader([make_batch()]))
     metrics = trainer.callback_metrics
@@ -55,8 +49,10 @@ def test_fit_logs_every_loss_and_validation_map(tiny_net: dict, make_batch: Call
     assert MOTSModule.monitor == "val/segm_map" and MOTSModule.mode == "max"
 
 
-def test_validation_step_returns_detections_and_counts_map(tiny_net: dict, make_batch: Callable) -> None:
-    model = _module(tiny_net, box_score_thresh=0.0).eval()
+def test_validation_step_returns_detections_and_counts_map(
+    make_module: Callable, make_batch: Callable
+) -> None:
+    model = make_module(box_score_thresh=0.0).eval()
     batch = make_batch(frames=((0, 0), (0, 1)))
     output = model.validation_step(batch, 0)
     assert [seq for seq, _ in output["detections"]] == ["0000", "0000"]
@@ -66,8 +62,8 @@ def test_validation_step_returns_detections_and_counts_map(tiny_net: dict, make_
         frame.validate("validation")
 
 
-def test_predict_emits_valid_frame_detections(tiny_net: dict, make_batch: Callable) -> None:
-    model = _module(tiny_net, dataset="kitti_step", box_score_thresh=0.0)
+def test_predict_emits_valid_frame_detections(make_module: Callable, make_batch: Callable) -> None:
+    model = make_module(dataset="kitti_step", box_score_thresh=0.0)
     batches = [make_batch(frames=((0, 0), (0, 1)), labels=(11, 13))]
     predictions = _trainer().predict(model, dataloaders=_loader(batches))
     (items,) = predictions
@@ -85,7 +81,7 @@ def test_predict_emits_valid_frame_detections(tiny_net: dict, make_batch: Callab
         assert decoded.shape == (128, 192, len(frame))
 
 
-def test_streaming_predict_equals_clip_predict(tiny_net: dict, make_batch: Callable) -> None:
+def test_streaming_predict_equals_clip_predict(make_module: Callable, make_batch: Callable) -> None:
     # frames 0-5 of sequence 0, a gap (8, 9), then frames 0-1 of sequence 1
     batches = [
         *_sequence_batches(make_batch),
@@ -95,7 +91,7 @@ def test_streaming_predict_equals_clip_predict(tiny_net: dict, make_batch: Calla
     results = {}
     calls: dict[bool, list[int]] = {}
     for streaming in (True, False):
-        model = _module(tiny_net, box_score_thresh=0.0, streaming_inference=streaming)
+        model = make_module(box_score_thresh=0.0, streaming_inference=streaming)
         for module in model.net.temporal_attention.values():
             torch.nn.init.normal_(module.logits.weight, std=1.0)
         calls[streaming] = []
@@ -113,16 +109,20 @@ def test_streaming_predict_equals_clip_predict(tiny_net: dict, make_batch: Calla
         assert (a.labels == b.labels).all()
 
 
-def test_checkpoint_round_trip_restores_hparams(tiny_net: dict, make_batch: Callable, tmp_path: Path) -> None:
-    model = _module(tiny_net, dataset="kitti_step", temporal_attention=False, embedding_dim=8, warmup_steps=3,
-                    loss_weights={"loss_mask": 2.0})  # fmt: skip
+def test_checkpoint_round_trip_restores_hparams(
+    make_module: Callable, make_batch: Callable, tmp_path: Path
+) -> None:
+    model = make_module(dataset="kitti_step", temporal_attention=False, embedding_dim=8, warmup_steps=3,
+                        loss_weights={"loss_mask": 2.0})  # fmt: skip
     trainer = _trainer(fast_dev_run=1)
     batches = [make_batch(labels=(11, 13))]
     trainer.fit(model, train_dataloaders=_loader(batches))
     path = tmp_path / "model.ckpt"
     trainer.save_checkpoint(path)
     raw = load_checkpoint_file(path)  # weights_only: hparams must be plain data
-    assert raw["hyper_parameters"]["embedding_dim"] == 8
+    # the network is saved as its configuration, and rebuilt from it
+    assert raw["hyper_parameters"]["net"]["init_args"]["embedding_dim"] == 8
+    assert raw["hyper_parameters"]["net"]["init_args"]["thing_ids"] == (11, 13)
     loaded = MOTSModule.load_from_checkpoint(path)
     assert dict(loaded.hparams) == dict(model.hparams)
     assert loaded.spec.name == "kitti_step" and loaded.net.temporal_attention is None
@@ -131,10 +131,10 @@ def test_checkpoint_round_trip_restores_hparams(tiny_net: dict, make_batch: Call
         torch.testing.assert_close(loaded.state_dict()[key], value)
 
 
-def test_loaded_checkpoint_is_not_overwritten_by_start_weights(tiny_net: dict, tmp_path: Path) -> None:
+def test_loaded_checkpoint_is_not_overwritten_by_start_weights(make_module: Callable, tmp_path: Path) -> None:
     start = tmp_path / "start.pt"
-    torch.save(_module(tiny_net, seed=5).net.state_dict(), start)
-    model = _module(tiny_net, seed=1, init_checkpoint=str(start))
+    torch.save(make_module(seed=5).net.state_dict(), start)
+    model = make_module(seed=1, init_checkpoint=str(start))
     model.setup("fit")
     torch.nn.init.constant_(model.net.roi_heads.box_predictor.cls_score.bias, 7.0)  # "training"
     path = tmp_path / "trained.ckpt"
@@ -145,12 +145,12 @@ def test_loaded_checkpoint_is_not_overwritten_by_start_weights(tiny_net: dict, t
     assert loaded.net.roi_heads.box_predictor.cls_score.bias.tolist() == [7.0, 7.0]
 
 
-def test_stage_transfer_keeps_the_person_rows(tiny_net: dict, tmp_path: Path) -> None:
-    source = _module(tiny_net, dataset="kitti_step", seed=3)  # things: person (row 1), car (row 2)
+def test_stage_transfer_keeps_the_person_rows(make_module: Callable, tmp_path: Path) -> None:
+    source = make_module(dataset="kitti_step", seed=3)  # things: person (row 1), car (row 2)
     path = tmp_path / "kitti_step.ckpt"
     torch.save({"state_dict": source.state_dict(), "hyper_parameters": dict(source.hparams)}, path)
-    target = _module(tiny_net, dataset="motchallenge_step", seed=4, init_from=str(path))
-    fresh = target.init_from_checkpoint(path)
+    target = make_module(dataset="motchallenge_step", seed=4, init_from=str(path))
+    fresh = target.init_from_checkpoint(path).fresh
     src, dst = source.net.roi_heads, target.net.roi_heads
     for name in ("box_predictor.cls_score", "mask_predictor.mask_fcn_logits"):
         ours, theirs = dst.get_submodule(name), src.get_submodule(name)
@@ -163,27 +163,24 @@ def test_stage_transfer_keeps_the_person_rows(tiny_net: dict, tmp_path: Path) ->
     assert type(target.net.backbone.body.bn1).__name__ == "FrozenBatchNorm2d"  # keeps the stage's statistics
 
 
-def test_stage_transfer_without_mots_weights_is_an_error(tiny_net: dict) -> None:
-    model = _module(tiny_net)
+def test_stage_transfer_without_mots_weights_is_an_error(make_module: Callable) -> None:
+    model = make_module()
     with pytest.raises(HVPSError, match="no MOTS network"):
-        model.transfer_state({"model.encoder.weight": torch.zeros(1)}, model.spec)
+        model.transfer_state({"model.encoder.weight": torch.zeros(1)}, WeightSource("test", spec=model.spec))
 
 
-def test_unknown_loss_weight_is_an_error(tiny_net: dict) -> None:
+def test_unknown_loss_weight_is_an_error(make_module: Callable) -> None:
     with pytest.raises(HVPSError, match="loss_weights: unknown loss loss_typo"):
-        _module(tiny_net, loss_weights={"loss_typo": 1.0})
+        make_module(loss_weights={"loss_typo": 1.0})
 
 
-def test_module_exposes_every_network_argument() -> None:
-    net_args = set(inspect.signature(MOTSNet).parameters) - {"dataset", "load_weights"}
-    module_args = inspect.signature(MOTSModule).parameters
-    assert net_args <= set(module_args)
-    for name in net_args:
-        assert module_args[name].default == inspect.signature(MOTSNet).parameters[name].default, name
+def test_a_net_for_other_things_is_an_error(make_net: Callable) -> None:
+    with pytest.raises(HVPSError, match=r"net.thing_ids \[11, 13\] are not the things of dataset 'motchal"):
+        MOTSModule(net=make_net(dataset="kitti_step"), dataset="motchallenge_step")
 
 
-def test_training_step_under_autocast(tiny_net: dict, make_batch: Callable) -> None:
-    model = _module(tiny_net).train()
+def test_training_step_under_autocast(make_module: Callable, make_batch: Callable) -> None:
+    model = make_module().train()
     batch = make_batch()
     with torch.autocast("cpu", dtype=torch.bfloat16):
         loss = model.training_step(batch, 0)

@@ -51,7 +51,7 @@ def test_overfitting_a_generated_batch_drives_mask_and_embedding_losses_down(
     shared = set(batch["targets"][0]["identities"].tolist()) & set(batch["targets"][1]["identities"].tolist())
     assert shared
     net = MOTSNet(
-        "motchallenge_step",
+        thing_ids=(4,),
         backbone="resnet18",
         trainable_layers=3,
         fpn_channels=32,

@@ -1,30 +1,21 @@
 from __future__ import annotations
 
-import urllib.error
 from collections.abc import Callable
-from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
 
 from hvps_lightning.errors import HVPSError
-from hvps_lightning.models.mots import MOTSNet, StreamingMOTS
-from hvps_lightning.models.mots.torch_model import BatchOnlyTransform
+from hvps_lightning.models.mots import BatchOnlyTransform, MOTSNet, StreamingMOTS
 
 COMBINATIONS = [(True, True), (True, False), (False, True), (False, False)]
 
 
-def _net(
-    tiny_net: dict[str, Any], dataset: str = "motchallenge_step", seed: int = 0, **kwargs: Any
-) -> MOTSNet:
-    torch.manual_seed(seed)
-    return MOTSNet(dataset, **{**tiny_net, **kwargs})
-
-
 @pytest.mark.parametrize(("ta", "sa"), COMBINATIONS)
-def test_training_losses_of_each_variant(tiny_net: dict, make_batch: Callable, ta: bool, sa: bool) -> None:
-    net = _net(tiny_net, temporal_attention=ta, spatial_attention=sa).train()
+def test_training_losses_of_each_variant(
+    make_net: Callable, make_batch: Callable, ta: bool, sa: bool
+) -> None:
+    net = make_net(temporal_attention=ta, spatial_attention=sa).train()
     batch = make_batch()
     losses = net(batch["frames"], batch["targets"], target_index=batch["target_index"])
     expected = {"loss_objectness", "loss_rpn_box_reg", "loss_classifier", "loss_box_reg", "loss_mask",
@@ -36,8 +27,8 @@ def test_training_losses_of_each_variant(tiny_net: dict, make_batch: Callable, t
     assert (net.roi_heads.spatial_attention is not None) == sa
 
 
-def test_gradients_reach_temporal_and_spatial_attention(tiny_net: dict, make_batch: Callable) -> None:
-    net = _net(tiny_net, num_identities=8).train()
+def test_gradients_reach_temporal_and_spatial_attention(make_net: Callable, make_batch: Callable) -> None:
+    net = make_net(num_identities=8).train()
     batch = make_batch()
     losses = net(batch["frames"], batch["targets"])
     assert "loss_embedding_identity" in losses
@@ -50,9 +41,9 @@ def test_gradients_reach_temporal_and_spatial_attention(tiny_net: dict, make_bat
             assert param.grad is not None and param.grad.abs().sum() > 0, name
 
 
-def test_context_frames_without_grad_give_the_same_features(tiny_net: dict, make_batch: Callable) -> None:
+def test_context_frames_without_grad_give_the_same_features(make_net: Callable, make_batch: Callable) -> None:
     # FrozenBatchNorm: features do not depend on the batch, so both paths must agree.
-    net = _net(tiny_net, backbone_norm="frozen", context_grad=False).train()
+    net = make_net(backbone_norm="frozen", context_grad=False).train()
     for module in net.temporal_attention.values():
         torch.nn.init.normal_(module.logits.weight, std=1.0)
     frames = make_batch(target_index=1)["frames"]
@@ -63,8 +54,8 @@ def test_context_frames_without_grad_give_the_same_features(tiny_net: dict, make
         torch.testing.assert_close(cheap[level], full[level], rtol=1e-4, atol=1e-5)
 
 
-def test_context_frames_run_without_grad(tiny_net: dict, make_batch: Callable) -> None:
-    net = _net(tiny_net, backbone_norm="frozen").train()
+def test_context_frames_run_without_grad(make_net: Callable, make_batch: Callable) -> None:
+    net = make_net(backbone_norm="frozen").train()
     frames = make_batch()["frames"].requires_grad_(True)
     fused = net.clip_features(frames, target_index=2)
     fused["0"].sum().backward()
@@ -72,8 +63,8 @@ def test_context_frames_run_without_grad(tiny_net: dict, make_batch: Callable) -
     assert frames.grad[:, :2].abs().sum() == 0
 
 
-def test_eval_output_uses_spec_ids_and_original_size(tiny_net: dict, make_batch: Callable) -> None:
-    net = _net(tiny_net, dataset="kitti_step", box_score_thresh=0.0).eval()
+def test_eval_output_uses_spec_ids_and_original_size(make_net: Callable, make_batch: Callable) -> None:
+    net = make_net(dataset="kitti_step", box_score_thresh=0.0).eval()
     batch = make_batch(frames=((0, 2), (1, 4)), labels=(11, 13))
     with torch.no_grad():
         out = net(batch["frames"], orig_sizes=[(128, 192), (100, 150)])
@@ -88,8 +79,8 @@ def test_eval_output_uses_spec_ids_and_original_size(tiny_net: dict, make_batch:
         assert (det["boxes"][:, 2] <= width + 1e-3).all() and (det["boxes"][:, 3] <= height + 1e-3).all()
 
 
-def test_prepare_target_maps_labels_and_drops_the_rest(tiny_net: dict) -> None:
-    net = _net(tiny_net, dataset="kitti_step")
+def test_prepare_target_maps_labels_and_drops_the_rest(make_net: Callable) -> None:
+    net = make_net(dataset="kitti_step")
     target = {
         "boxes": torch.tensor([[0.0, 0, 5, 5], [1, 1, 4, 4], [2, 2, 2, 6], [0, 0, 3, 3]]),
         "labels": torch.tensor([13, 11, 11, 0]),  # car, person, degenerate person, road
@@ -119,8 +110,8 @@ def _assert_same_detections(a: dict, b: dict) -> None:
 
 
 @pytest.mark.parametrize("target_index", [2, 1])
-def test_streaming_equals_clip_inference(tiny_net: dict, target_index: int) -> None:
-    net = _net(tiny_net, box_score_thresh=0.0).eval()
+def test_streaming_equals_clip_inference(make_net: Callable, target_index: int) -> None:
+    net = make_net(box_score_thresh=0.0).eval()
     for module in net.temporal_attention.values():
         torch.nn.init.normal_(module.logits.weight, std=1.0)
     torch.manual_seed(1)
@@ -136,8 +127,8 @@ def test_streaming_equals_clip_inference(tiny_net: dict, target_index: int) -> N
         _assert_same_detections(streamed[t], clip)
 
 
-def test_streaming_runs_the_backbone_once_per_frame(tiny_net: dict) -> None:
-    net = _net(tiny_net).eval()
+def test_streaming_runs_the_backbone_once_per_frame(make_net: Callable) -> None:
+    net = make_net().eval()
     calls = []
     net.backbone.register_forward_hook(lambda module, inputs, output: calls.append(inputs[0].shape[0]))
     streamer = StreamingMOTS(net)
@@ -150,87 +141,47 @@ def test_streaming_runs_the_backbone_once_per_frame(tiny_net: dict) -> None:
         streamer.push(torch.randn(3, 64, 96))
 
 
-def test_bad_arguments_raise_one_line_errors(tiny_net: dict) -> None:
+def test_bad_arguments_raise_one_line_errors() -> None:
     with pytest.raises(HVPSError, match="backbone: 'resnet9'"):
-        MOTSNet(**{**tiny_net, "backbone": "resnet9"})
+        MOTSNet(thing_ids=(4,), backbone="resnet9")
     with pytest.raises(HVPSError, match="anchor_sizes"):
-        MOTSNet(**{**tiny_net, "anchor_sizes": (32, 64)})
-    with pytest.raises(HVPSError, match="resnet50"):
-        MOTSNet(**{**tiny_net, "pretrained": "coco"})
+        MOTSNet(thing_ids=(4,), backbone="resnet18", anchor_sizes=(32, 64))
+    with pytest.raises(HVPSError, match="thing_ids"):
+        MOTSNet(thing_ids=(4, 4), backbone="resnet18")
+    with pytest.raises(HVPSError, match="detector: 'v3'"):
+        MOTSNet(thing_ids=(4,), backbone="resnet18", detector="v3")
 
 
-def _offline(*args: Any, **kwargs: Any) -> None:
-    raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+def test_the_network_records_how_it_was_built(make_net: Callable) -> None:
+    net = make_net(dataset="kitti_step", temporal_attention=False)
+    assert net.init_args["thing_ids"] == (11, 13) and net.init_args["temporal_attention"] is False
+    assert net.init_args["backbone"] == "resnet18" and net.init_args["detector"] == "v1"
+    rebuilt = MOTSNet(**net.init_args)
+    assert rebuilt.state_dict().keys() == net.state_dict().keys()
 
 
-@pytest.mark.parametrize("option", ["imagenet", "coco"])
-def test_download_options_offline_give_a_one_line_error(
-    tiny_net: dict, monkeypatch: pytest.MonkeyPatch, option: str
-) -> None:
-    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", _offline)
-    kwargs = {**tiny_net, "pretrained": option}
-    if option == "coco":
-        kwargs.update(backbone="resnet50", fpn_channels=256)
-    with pytest.raises(HVPSError) as info:
-        MOTSNet(**kwargs)
-    message = str(info.value)
-    assert "\n" not in message
-    assert f"pretrained='{option}' needs internet" in message
-    assert "init_checkpoint" in message
+def test_v2_detector_has_torchvisions_v2_heads(make_net: Callable, make_batch: Callable) -> None:
+    net = make_net(detector="v2").train()
+    keys = net.state_dict().keys()
+    assert "backbone.fpn.inner_blocks.0.1.running_mean" in keys  # BatchNorm in the FPN
+    assert "rpn.head.conv.1.0.weight" in keys  # two RPN convolutions
+    assert "roi_heads.box_head.3.0.weight" in keys and "roi_heads.box_head.5.weight" in keys  # 4 convs + FC
+    assert "roi_heads.mask_head.0.1.running_var" in keys  # BatchNorm in the mask head
+    batch = make_batch()
+    losses = net(batch["frames"], batch["targets"])
+    assert all(torch.isfinite(v) for v in losses.values())
 
 
-def test_init_checkpoint_round_trip(tiny_net: dict, tmp_path: Path) -> None:
-    source = _net(tiny_net, seed=1)
-    path = tmp_path / "weights.pt"
-    torch.save({"state_dict": {f"net.{k}": v for k, v in source.state_dict().items()}}, path)
-    target = _net(tiny_net, seed=2, init_checkpoint=str(path))
-    assert target.fresh_keys == []
-    # a start checkpoint freezes the BatchNorms (as torchvision does with pretrained weights)
-    assert type(target.backbone.body.bn1).__name__ == "FrozenBatchNorm2d"
-    for key, value in target.state_dict().items():
-        torch.testing.assert_close(value, source.state_dict()[key])
-    with pytest.raises(HVPSError, match="file not found"):
-        _net(tiny_net, init_checkpoint=str(tmp_path / "missing.pt"))
-    (tmp_path / "bad.pt").write_text("not a checkpoint")
-    with pytest.raises(HVPSError, match="not a loadable state dict"):
-        _net(tiny_net, init_checkpoint=str(tmp_path / "bad.pt"))
-
-
-def test_coco_rows_are_mapped_by_class_name(tiny_net: dict) -> None:
-    net = _net(tiny_net, dataset="kitti_step")  # things: person (label 1), car (label 2)
-    width = tiny_net["box_representation_size"]
-    rows = torch.arange(91, dtype=torch.float32)
-    coco = {
-        "roi_heads.box_predictor.cls_score.weight": rows[:, None].expand(91, width).clone(),
-        "roi_heads.box_predictor.cls_score.bias": rows.clone(),
-        "roi_heads.box_predictor.bbox_pred.bias": rows.repeat_interleave(4),
-        # the published COCO file still uses torchvision's old key names
-        "rpn.head.conv.bias": torch.full((32,), 5.0),
-        "roi_heads.mask_head.mask_fcn2.bias": torch.full((32,), 6.0),
-    }
-    fresh = net.load_foreign_state(coco)
-    assert net.rpn.head.conv[0][0].bias.tolist() == [5.0] * 32
-    assert net.roi_heads.mask_head[1][0].bias.tolist() == [6.0] * 32
-    bias = net.roi_heads.box_predictor.cls_score.bias
-    assert bias.tolist() == [0.0, 1.0, 3.0]  # background, COCO person (1), COCO car (3)
-    assert net.roi_heads.box_predictor.bbox_pred.bias.tolist() == [0.0] * 4 + [1.0] * 4 + [3.0] * 4
-    assert "roi_heads.box_predictor.cls_score.bias" not in fresh
-    assert "backbone.body.conv1.weight" in fresh
-
-
-def test_torchvision_maskrcnn_state_loads_into_every_shared_layer() -> None:
-    from torchvision.models.detection import maskrcnn_resnet50_fpn
-
-    torch.manual_seed(0)
-    coco_like = maskrcnn_resnet50_fpn(weights=None, weights_backbone=None, num_classes=91).state_dict()
-    net = MOTSNet("kitti_step", backbone="resnet50", backbone_norm="frozen")
-    fresh = net.load_foreign_state(coco_like)
-    # only what torchvision's Mask R-CNN does not have starts new
-    assert fresh and all(
-        key.startswith(("temporal_attention.", "roi_heads.spatial_attention.", "roi_heads.embedding_head."))
-        for key in fresh
-    ), [k for k in fresh if not k.startswith(("temporal_attention.", "roi_heads.s", "roi_heads.e"))]
-    torch.testing.assert_close(
-        net.roi_heads.box_predictor.cls_score.weight[1],
-        coco_like["roi_heads.box_predictor.cls_score.weight"][1],
-    )
+def test_freezing_the_backbone_norm_keeps_its_statistics(make_net: Callable) -> None:
+    net = make_net(backbone_norm="auto")
+    bn = net.backbone.body.layer1[0].bn1
+    assert isinstance(bn, torch.nn.BatchNorm2d)
+    torch.nn.init.uniform_(bn.weight)
+    bn.running_var.uniform_(0.5, 2.0)
+    expected = {k: v.clone() for k, v in net.state_dict().items() if not k.endswith("num_batches_tracked")}
+    net.freeze_backbone_norm()
+    frozen = net.backbone.body.layer1[0].bn1
+    assert type(frozen).__name__ == "FrozenBatchNorm2d"
+    assert not [k for k in net.state_dict() if k.startswith("backbone.body") and "num_batches" in k]
+    for key, value in net.state_dict().items():
+        torch.testing.assert_close(value, expected[key])

@@ -10,9 +10,11 @@ import torch
 from hvps_lightning.cli import main
 from hvps_lightning.formats.semantic_cache import read_probabilities, read_semantic_map
 from hvps_lightning.lightning.cli import run_lightning_cli
-from hvps_lightning.models.semantic import SemanticModule
+from hvps_lightning.models.semantic import SemanticNet
+from hvps_lightning.models.semantic.lightning_model import SemanticModule
 
-MODEL = "hvps_lightning.models.semantic.SemanticModule"
+MODEL = "hvps_lightning.models.semantic.lightning_model.SemanticModule"
+NET = "hvps_lightning.models.semantic.SemanticNet"
 DATA = "hvps_lightning.data.datamodule.HVPSDataModule"
 
 
@@ -21,10 +23,11 @@ def _args(command: str, root: Path, out: Path, arch: str, *extra: str, stage: st
     return [
         command,
         "--model", MODEL,
-        "--model.init_args.arch", arch,
-        "--model.init_args.encoder_name", "efficientnet-b0",
-        "--model.init_args.fpn_channels", "16",
-        "--model.init_args.head_channels", "8",
+        "--model.init_args.net", NET,
+        "--model.init_args.net.init_args.arch", arch,
+        "--model.init_args.net.init_args.encoder_name", "efficientnet-b0",
+        "--model.init_args.net.init_args.fpn_channels", "16",
+        "--model.init_args.net.init_args.head_channels", "8",
         "--data", DATA,
         "--data.init_args.root", str(root),
         # the stage's own dataset, spelled out: equal to the model's linked `dataset` hparam
@@ -90,7 +93,7 @@ def test_unknown_architecture_is_a_one_line_error(
 @pytest.mark.slow
 def test_fit_init_from_previous_stage_maps_classifier_rows(synth_mot_step_root: Path, tmp_path: Path) -> None:
     torch.manual_seed(0)
-    source = SemanticModule(dataset="kitti_step", fpn_channels=16, head_channels=8)
+    source = SemanticModule(net=SemanticNet(19, fpn_channels=16, head_channels=8), dataset="kitti_step")
     ckpt = tmp_path / "kitti_step.ckpt"
     torch.save({"state_dict": source.state_dict(), "hyper_parameters": dict(source.hparams)}, ckpt)
     args = _args("fit", synth_mot_step_root, tmp_path, "efficientps", "--trainer.fast_dev_run", "1",

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import lightning as L
 import numpy as np
 import pytest
@@ -10,7 +12,8 @@ from torch import nn
 from hvps_lightning.errors import HVPSError
 from hvps_lightning.formats.semantic_cache import read_probabilities, read_semantic_map
 from hvps_lightning.lightning.writers import SemanticCacheWriter
-from hvps_lightning.models.semantic import SemanticModule
+from hvps_lightning.models.base import WeightSource
+from hvps_lightning.models.semantic.lightning_model import SemanticModule
 from hvps_lightning.structures.specs import get_spec
 
 TINY = {"fpn_channels": 16, "head_channels": 8}
@@ -39,10 +42,10 @@ def _seed() -> None:
     torch.manual_seed(0)
 
 
-def test_hparams_monitor_and_defaults() -> None:
-    module = SemanticModule(**TINY)
+def test_hparams_monitor_and_defaults(make_module: Callable) -> None:
+    module = make_module(**TINY)
     assert SemanticModule.monitor == "val/miou" and SemanticModule.mode == "max"
-    assert module.hparams.arch == "efficientps" and module.hparams.encoder_weights is None
+    assert module.hparams.net["init_args"]["arch"] == "efficientps" and module.hparams.pretrained == "none"
     assert module.hparams.dataset == "motchallenge_step"
     assert "optimizer" not in module.hparams
     assert module.net.num_classes == 7
@@ -54,8 +57,8 @@ def test_input_is_the_target_frame_of_the_clip() -> None:
     assert torch.equal(SemanticModule.target_images(batch), batch["frames"][:, 1])
 
 
-def test_cross_entropy_skips_the_ignore_label() -> None:
-    module = SemanticModule(**TINY)
+def test_cross_entropy_skips_the_ignore_label(make_module: Callable) -> None:
+    module = make_module(**TINY)
     logits = torch.randn(2, 7, 5, 6)
     target = torch.randint(0, 7, (2, 5, 6))
     target[0, :2] = 255
@@ -67,8 +70,8 @@ def test_cross_entropy_skips_the_ignore_label() -> None:
     assert all_void["loss"].item() == 0.0
 
 
-def test_ohem_keeps_the_hardest_pixels() -> None:
-    module = SemanticModule(**TINY, ohem_fraction=0.25)
+def test_ohem_keeps_the_hardest_pixels(make_module: Callable) -> None:
+    module = make_module(**TINY, ohem_fraction=0.25)
     logits = torch.randn(1, 7, 4, 8)
     target = torch.randint(0, 7, (1, 4, 8))
     target[0, 0] = 255  # 24 valid pixels -> the 6 hardest
@@ -77,11 +80,11 @@ def test_ohem_keeps_the_hardest_pixels() -> None:
     assert torch.allclose(module.compute_losses(logits, target)["loss"], expected)
     assert module.compute_losses(logits, target)["loss"] > F.cross_entropy(logits, target, ignore_index=255)
     with pytest.raises(HVPSError, match="ohem_fraction"):
-        SemanticModule(**TINY, ohem_fraction=0.0)
+        make_module(**TINY, ohem_fraction=0.0)
 
 
-def test_lovasz_and_dice_terms_are_weighted_in() -> None:
-    module = SemanticModule(**TINY, lovasz_weight=0.5, dice_weight=2.0)
+def test_lovasz_and_dice_terms_are_weighted_in(make_module: Callable) -> None:
+    module = make_module(**TINY, lovasz_weight=0.5, dice_weight=2.0)
     logits = torch.randn(2, 7, 5, 6)
     target = torch.randint(0, 7, (2, 5, 6))
     losses = module.compute_losses(logits, target)
@@ -90,13 +93,13 @@ def test_lovasz_and_dice_terms_are_weighted_in() -> None:
     assert torch.allclose(losses["loss"], total)
     assert losses["loss_lovasz"] > 0 and losses["loss_dice"] > 0
     with pytest.raises(HVPSError, match="must be >= 0"):
-        SemanticModule(**TINY, dice_weight=-1.0)
+        make_module(**TINY, dice_weight=-1.0)
 
 
 @pytest.mark.parametrize("arch", ["efficientps", "Unet"])
-def test_a_few_steps_fit_a_fixed_batch(arch: str) -> None:
+def test_a_few_steps_fit_a_fixed_batch(make_module: Callable, arch: str) -> None:
     small_decoder = {"arch_kwargs": {"decoder_channels": [32, 16, 16, 8, 8]}} if arch == "Unet" else {}
-    module = SemanticModule(arch=arch, encoder_name="efficientnet-b0", **TINY, **small_decoder)
+    module = make_module(arch=arch, encoder_name="efficientnet-b0", **TINY, **small_decoder)
     batch = make_batch(height=32, width=32)
     # a learnable task: the class is the sign of the first colour channel in 8x8 blocks
     blocks = torch.randint(0, 2, (2, 1, 4, 4), generator=torch.Generator().manual_seed(1)).float()
@@ -134,7 +137,7 @@ def _one_batch_loader(batch: dict) -> torch.utils.data.DataLoader:
     return torch.utils.data.DataLoader([batch], batch_size=1, collate_fn=lambda items: items[0])
 
 
-def test_validation_logs_miou_and_per_class_iou() -> None:
+def test_validation_logs_miou_and_per_class_iou(make_module: Callable) -> None:
     spec = get_spec("motchallenge_step")
     target = torch.zeros(1, 4, 4, dtype=torch.long)
     target[:, :, 2:] = 3  # left sidewalk, right sky
@@ -145,7 +148,7 @@ def test_validation_logs_miou_and_per_class_iou() -> None:
     logits = F.one_hot(predicted.clamp(max=6), spec.num_classes).permute(0, 3, 1, 2).float()
     batch = make_batch(batch_size=1, height=4, width=4)
     batch["targets"][0]["semantic"] = target[0]
-    module = SemanticModule(**TINY)
+    module = make_module(**TINY)
     module.net = FixedLogits(logits)
     trainer = L.Trainer(
         accelerator="cpu",
@@ -165,8 +168,8 @@ def test_validation_logs_miou_and_per_class_iou() -> None:
     assert "val/loss" in metrics
 
 
-def test_predict_step_returns_original_size_maps() -> None:
-    module = SemanticModule(**TINY).eval()
+def test_predict_step_returns_original_size_maps(make_module: Callable) -> None:
+    module = make_module(**TINY).eval()
     batch = make_batch()
     with torch.no_grad():
         logits = module(module.target_images(batch))
@@ -178,8 +181,8 @@ def test_predict_step_returns_original_size_maps() -> None:
         np.testing.assert_array_equal(semantic, expected.numpy())
 
 
-def test_predict_step_crops_collate_padding_before_resizing() -> None:
-    module = SemanticModule(**TINY).eval()
+def test_predict_step_crops_collate_padding_before_resizing(make_module: Callable) -> None:
+    module = make_module(**TINY).eval()
     batch = make_batch(batch_size=1)
     batch["meta"][0]["input_size"] = (20, 30)  # the image filled only the top-left 20x30 of the batch
     with torch.no_grad():
@@ -189,8 +192,8 @@ def test_predict_step_crops_collate_padding_before_resizing() -> None:
     np.testing.assert_array_equal(semantic, expected.numpy())
 
 
-def test_cache_writer_round_trip(tmp_path) -> None:
-    module = SemanticModule(**TINY, predict_probabilities=True).eval()
+def test_cache_writer_round_trip(make_module: Callable, tmp_path) -> None:
+    module = make_module(**TINY, predict_probabilities=True).eval()
     batch = make_batch()
     with torch.no_grad():
         results = module.predict_step(batch, 0)
@@ -209,12 +212,12 @@ def test_cache_writer_round_trip(tmp_path) -> None:
     assert sorted(p.name for p in (tmp_path / "plain" / "0002").iterdir()) == ["000000.png", "000001.png"]
 
 
-def test_transfer_maps_cityscapes_rows_to_motchallenge() -> None:
-    source = SemanticModule(dataset="kitti_step", **TINY)
-    target = SemanticModule(dataset="motchallenge_step", **TINY)
+def test_transfer_maps_cityscapes_rows_to_motchallenge(make_module: Callable) -> None:
+    source = make_module(dataset="kitti_step", **TINY)
+    target = make_module(dataset="motchallenge_step", **TINY)
     before = {k: v.clone() for k, v in target.state_dict().items()}
-    fresh = target.transfer_state(source.state_dict(), get_spec("kitti_step"))
-    assert fresh == []
+    result = target.transfer_state(source.state_dict(), WeightSource("test", spec=get_spec("kitti_step")))
+    assert result.fresh == [] and result.unused == []
     src, dst = source.state_dict(), target.state_dict()
     w_src, w_dst = src["net.model.head.classifier.weight"], dst["net.model.head.classifier.weight"]
     b_src, b_dst = src["net.model.head.classifier.bias"], dst["net.model.head.classifier.bias"]
@@ -232,11 +235,11 @@ def test_transfer_maps_cityscapes_rows_to_motchallenge() -> None:
         assert not torch.equal(dst[key], before[key])
 
 
-def test_transfer_unmapped_classes_start_fresh() -> None:
-    source = SemanticModule(dataset="mots", arch="Unet", encoder_name="resnet18")  # 3 MOTS classes
-    target = SemanticModule(dataset="motchallenge_step", arch="Unet", encoder_name="resnet18")
+def test_transfer_unmapped_classes_start_fresh(make_module: Callable) -> None:
+    source = make_module(dataset="mots", arch="Unet", encoder_name="resnet18")  # 3 MOTS classes
+    target = make_module(dataset="motchallenge_step", arch="Unet", encoder_name="resnet18")
     before = target.state_dict()["net.model.segmentation_head.0.weight"].clone()
-    target.transfer_state(source.state_dict(), get_spec("mots"))
+    target.transfer_state(source.state_dict(), WeightSource("test", spec=get_spec("mots")))
     after = target.state_dict()["net.model.segmentation_head.0.weight"]
     pedestrian = source.state_dict()["net.model.segmentation_head.0.weight"][2]
     torch.testing.assert_close(after[4], pedestrian)  # person <- pedestrian
@@ -244,26 +247,27 @@ def test_transfer_unmapped_classes_start_fresh() -> None:
         torch.testing.assert_close(after[row], before[row])
 
 
-def test_init_from_checkpoint_file_and_mismatched_model(tmp_path) -> None:
-    source = SemanticModule(dataset="kitti_step", **TINY)
+def test_init_from_checkpoint_file_and_mismatched_model(make_module: Callable, tmp_path) -> None:
+    source = make_module(dataset="kitti_step", **TINY)
     ckpt = tmp_path / "stage2.ckpt"
     torch.save({"state_dict": source.state_dict(), "hyper_parameters": dict(source.hparams)}, ckpt)
-    target = SemanticModule(dataset="motchallenge_step", **TINY)
-    assert target.init_from_checkpoint(ckpt) == []
+    target = make_module(dataset="motchallenge_step", **TINY)
+    assert target.init_from_checkpoint(ckpt).fresh == []
     torch.testing.assert_close(
         target.state_dict()["net.model.head.classifier.weight"][3],
         source.state_dict()["net.model.head.classifier.weight"][10],
     )  # sky
     # a bare network state dict works too
-    bare = SemanticModule(dataset="motchallenge_step", **TINY)
-    assert bare.transfer_state(source.net.state_dict(), get_spec("kitti_step")) == []
-    other = SemanticModule(dataset="motchallenge_step", arch="Unet", encoder_name="resnet18")
-    with pytest.raises(HVPSError, match="init_from: no weights of the checkpoint fit"):
+    bare = make_module(dataset="motchallenge_step", **TINY)
+    kitti_step = WeightSource("test", spec=get_spec("kitti_step"))
+    assert bare.transfer_state(source.net.state_dict(), kitti_step).fresh == []
+    other = make_module(dataset="motchallenge_step", arch="Unet", encoder_name="resnet18")
+    with pytest.raises(HVPSError, match=r"init_from .*stage2\.ckpt: no weights fit this SemanticModule"):
         other.init_from_checkpoint(ckpt)
 
 
-def test_checkpoint_keeps_hparams_and_weights(tmp_path) -> None:
-    module = SemanticModule(dataset="kitti_step", arch="FPN", encoder_name="resnet18", lovasz_weight=0.25)
+def test_checkpoint_keeps_hparams_and_weights(make_module: Callable, tmp_path) -> None:
+    module = make_module(dataset="kitti_step", arch="FPN", encoder_name="resnet18", lovasz_weight=0.25)
     trainer = L.Trainer(
         accelerator="cpu",
         logger=False,
@@ -274,8 +278,8 @@ def test_checkpoint_keeps_hparams_and_weights(tmp_path) -> None:
     batch = make_batch(batch_size=2, num_classes=19)
     trainer.validate(module, dataloaders=_one_batch_loader(batch), verbose=False)
     trainer.save_checkpoint(tmp_path / "semantic.ckpt")
-    loaded = SemanticModule.load_from_checkpoint(tmp_path / "semantic.ckpt", weights_only=False)
-    assert loaded.hparams.arch == "FPN" and loaded.hparams.encoder_name == "resnet18"
+    loaded = SemanticModule.load_from_checkpoint(tmp_path / "semantic.ckpt")  # weights_only: plain hparams
+    assert loaded.net.arch == "fpn" and loaded.net.encoder_name == "resnet18"
     assert loaded.hparams.lovasz_weight == 0.25 and loaded.spec.name == "kitti_step"
     for key, value in module.state_dict().items():
         torch.testing.assert_close(loaded.state_dict()[key], value)

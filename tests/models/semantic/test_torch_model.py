@@ -11,6 +11,7 @@ from hvps_lightning.models.semantic.torch_model import (
     MismatchCorrection,
     SemanticNet,
     TwoWayFPN,
+    encoder_state,
 )
 
 ARCHS = ["efficientps", "Unet", "FPN", "DeepLabV3Plus"]
@@ -88,21 +89,26 @@ def test_bad_configuration_is_a_one_line_error() -> None:
         SemanticNet(3, arch="Unet3")
     with pytest.raises(HVPSError, match="encoder_name: unknown smp encoder 'effnet'"):
         SemanticNet(3, arch="Unet", encoder_name="effnet")
-    with pytest.raises(HVPSError, match="encoder_weights: 'coco' is not available"):
-        SemanticNet(3, arch="Unet", encoder_name="resnet18", encoder_weights="coco")
+    with pytest.raises(HVPSError, match="pretrained: 'coco' is not available for encoder 'resnet18'"):
+        encoder_state("resnet18", "coco")
     with pytest.raises(HVPSError, match="arch_kwargs"):
         SemanticNet(3, arch="Unet", encoder_name="resnet18", arch_kwargs={"no_such_option": 1})
 
 
-@pytest.mark.parametrize("arch", ["efficientps", "Unet"])
-def test_imagenet_weights_offline_say_they_need_internet(arch: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_imagenet_weights_offline_say_they_need_internet(monkeypatch: pytest.MonkeyPatch) -> None:
     import huggingface_hub.constants
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # fail fast, no retries
     monkeypatch.setenv("HF_HOME", "/nonexistent-hf-home")
     monkeypatch.setenv("TORCH_HOME", "/nonexistent-torch-home")
-    with pytest.raises(
-        HVPSError, match=r"encoder_weights: loading 'imagenet' weights .* needs internet"
-    ) as info:
-        SemanticNet(3, arch=arch, encoder_name="efficientnet-b0", encoder_weights="imagenet")
+    with pytest.raises(HVPSError, match=r"pretrained: loading 'imagenet' weights .* needs internet") as info:
+        encoder_state("efficientnet-b0", "imagenet")
     assert "\n" not in str(info.value)
+
+
+def test_building_loads_no_weights_and_records_its_arguments() -> None:
+    decoder = {"decoder_channels": [16] * 5}
+    net = SemanticNet(5, arch="Unet", encoder_name="resnet18", arch_kwargs=decoder)
+    assert net.init_args == {"num_classes": 5, "arch": "Unet", "encoder_name": "resnet18",
+                             "fpn_channels": 256, "head_channels": 128, "arch_kwargs": decoder}  # fmt: skip
+    assert SemanticNet(**net.init_args).state_dict().keys() == net.state_dict().keys()
