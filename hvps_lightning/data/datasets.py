@@ -34,16 +34,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from hvps_lightning.data.check import (
-    FrameFiles,
-    SequenceFiles,
-    layout_splits,
-    load_frame,
-    load_sequence_mots,
-    read_image,
-    scan_root,
-)
 from hvps_lightning.data.formats.mots_txt import MOTSObject
+from hvps_lightning.data.layout import FrameFiles, SequenceFiles, layout_splits, scan_root
+from hvps_lightning.data.loaders import load_frame, load_sequence_mots, read_image
 from hvps_lightning.data.specs import DatasetSpec, SplitSpec, get_spec, label_lut
 from hvps_lightning.data.transforms import (
     ClipTransform,

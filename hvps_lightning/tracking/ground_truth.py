@@ -3,7 +3,7 @@
 The offline tracker callback scores tracks against the original-resolution ground truth of
 the frames it saw: a ``ClipDataset`` (``HVPSDataModule.dataset(role)``) knows every sequence's
 files and layout, so :class:`GroundTruthSource` reads a frame's labels with the same loader
-and checks as training (``data.check.load_frame``), converts them into the label space of
+and checks as training (``data.loaders.load_frame``), converts them into the label space of
 the model's spec, and returns STEP ``(semantic, instance)`` maps. Without such a dataset the
 STEP layout is derived from the frame's image path (``images/`` -> ``panoptic_maps/``).
 
@@ -74,7 +74,7 @@ class GroundTruthSource:
         return self._from_image_path(Path(image))
 
     def _from_dataset(self, sequence: str, frame: str) -> tuple[np.ndarray, np.ndarray] | None:
-        from hvps_lightning.data.check import load_frame, load_sequence_mots
+        from hvps_lightning.data.loaders import load_frame, load_sequence_mots
 
         seq = self._sequences[sequence]
         files = next((f for f in seq.frames if f.stem == frame), None)

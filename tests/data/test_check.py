@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from hvps_lightning.cli import main
-from hvps_lightning.data.check import check_dataset, scan_root
+from hvps_lightning.data.check import check_dataset
 from hvps_lightning.data.datasets import ClipDataset
 from hvps_lightning.data.formats import (
     IGNORE_CLASS,
@@ -24,6 +24,7 @@ from hvps_lightning.data.formats import (
     write_png,
     write_step_png,
 )
+from hvps_lightning.data.layout import scan_root
 from hvps_lightning.errors import HVPSError
 
 

@@ -10,10 +10,11 @@ import pytest
 from PIL import Image
 
 from hvps_lightning.cli import main
-from hvps_lightning.data.check import check_dataset, mots_layout
+from hvps_lightning.data.check import check_dataset
 from hvps_lightning.data.datamodule import HVPSDataModule
 from hvps_lightning.data.datasets import ClipDataset
 from hvps_lightning.data.formats import MOTSObject, mask_to_rle, read_mots_txt, rle_to_mask, write_mots_txt
+from hvps_lightning.data.layout import mots_layout
 from hvps_lightning.errors import HVPSError
 
 

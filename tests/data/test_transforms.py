@@ -9,8 +9,8 @@ import pytest
 import torch
 from scipy.ndimage import binary_dilation, binary_erosion
 
-from hvps_lightning.data.check import read_image
 from hvps_lightning.data.formats import read_step_png
+from hvps_lightning.data.loaders import read_image
 from hvps_lightning.data.specs import get_spec
 from hvps_lightning.data.transforms import (
     IMAGENET_MEAN,
