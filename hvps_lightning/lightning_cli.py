@@ -2,7 +2,7 @@
 
 Subclass mode for both the model (any :class:`~hvps_lightning.models.base.BaseTask`) and the
 data (:class:`~hvps_lightning.data.datamodule.HVPSDataModule`); the DataModule's dataset spec
-is linked into the model on instantiation, so one ``--data.init_args.stage`` change moves a
+is linked into the model on instantiation, so one ``--data.init_args.finetune_stage`` change moves a
 model from one finetuning stage to the next. The resolved config is saved next to each
 logger's run (the W&B run folder and its config panel included), never over an earlier run's.
 """

@@ -1,14 +1,14 @@
 """``HVPSDataModule``: one DataModule for every finetuning stage and both models.
 
-``stage`` picks the dataset, its spec and the class handling:
+``finetune_stage`` picks the dataset, its spec and the class handling:
 
-| stage | dataset (default root) | label space |
+| finetune_stage | dataset (default root) | label space |
 |---|---|---|
 | ``kitti_panoptic`` | KITTI panoptic, COCO panoptic (``data/kitti_panoptic``) | Cityscapes-19 |
 | ``kitti_step`` | KITTI-STEP (``data/kitti_step``) | Cityscapes-19 |
 | ``mot_step`` | MOTChallenge-STEP (``data/motchallenge_step``) | MOTChallenge-STEP-7 |
 
-so moving to the next stage is one config change (``stage`` and, for a non-default
+so moving to the next stage is one config change (``finetune_stage`` and, for a non-default
 location, ``root``). ``dataset`` reads another dataset in the stage's label space through the
 class maps of :mod:`hvps_lightning.data.specs` (e.g. ``dataset: mots`` under ``mot_step``:
 MOTS20 pedestrians become persons, everything else void).
@@ -27,7 +27,7 @@ Example (YAML, ``hvps fit --config``)::
 
     data:
       class_path: hvps_lightning.data.datamodule.HVPSDataModule
-      init_args: {stage: mot_step, root: data/motchallenge_step, image_size: [192, 320]}
+      init_args: {finetune_stage: mot_step, root: data/motchallenge_step, image_size: [192, 320]}
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ from hvps_lightning.data.specs import DatasetSpec, get_spec, stage_spec
 from hvps_lightning.data.transforms import ClipTransform
 from hvps_lightning.errors import HVPSError
 
-Stage = Literal["kitti_panoptic", "kitti_step", "mot_step"]
+FinetuneStage = Literal["kitti_panoptic", "kitti_step", "mot_step"]
 DatasetName = Literal["kitti_panoptic", "kitti_step", "motchallenge_step", "mots"]
 Role = Literal["train", "val", "test", "predict"]
 
@@ -138,7 +138,7 @@ class HVPSDataModule(L.LightningDataModule):
     """Clips of STEP / KITTI panoptic / MOTS datasets for the MOTS and the semantic models.
 
     Args:
-        stage: finetuning stage: ``kitti_panoptic``, ``kitti_step`` or ``mot_step``; selects the
+        finetune_stage: the finetuning stage: ``kitti_panoptic``, ``kitti_step`` or ``mot_step``; selects the
             label space (spec) and the default dataset.
         root: dataset root (default ``data/<dataset name>``).
         dataset: the dataset the root holds, if not the stage's own (``mots``: MOTS20 or
@@ -168,7 +168,7 @@ class HVPSDataModule(L.LightningDataModule):
 
     def __init__(
         self,
-        stage: Stage = "mot_step",
+        finetune_stage: FinetuneStage = "mot_step",
         root: str | None = None,
         dataset: DatasetName | None = None,
         batch_size: int = 2,
@@ -196,8 +196,8 @@ class HVPSDataModule(L.LightningDataModule):
         # the model owns `dataset` (linked from this module); saving it here too would clash
         # with the model's value when Lightning merges both hparams
         self.save_hyperparameters(ignore=["dataset"])
-        self.stage = stage
-        self._spec = stage_spec(stage)
+        self.finetune_stage = finetune_stage
+        self._spec = stage_spec(finetune_stage)
         self.source_spec = get_spec(dataset) if dataset is not None else self._spec
         self.root = Path(root) if root is not None else Path("data") / self.source_spec.name
         if batch_size < 1:

@@ -60,7 +60,7 @@ def test_one_batch_per_stage(stage: str, request: pytest.FixtureRequest) -> None
     fixture, dataset_name, things, classes = STAGES[stage]
     root = request.getfixturevalue(fixture)
     torch.manual_seed(0)
-    dm = HVPSDataModule(stage=stage, root=str(root), batch_size=2, image_size=(48, 80))  # type: ignore[arg-type]
+    dm = HVPSDataModule(finetune_stage=stage, root=str(root), batch_size=2, image_size=(48, 80))  # type: ignore[arg-type]
     assert dm.dataset_name == dataset_name == dm.spec.name
     dm.setup("fit")
     train = next(iter(dm.train_dataloader()))
@@ -77,7 +77,7 @@ def test_one_batch_per_stage(stage: str, request: pytest.FixtureRequest) -> None
 
 def test_validation_iterates_each_sequence_in_order(synth_kitti_step_root: Path) -> None:
     dm = HVPSDataModule(
-        stage="kitti_step",
+        finetune_stage="kitti_step",
         root=str(synth_kitti_step_root),
         batch_size=3,
         val_split="train",
@@ -97,13 +97,13 @@ def test_moving_to_the_next_stage_is_one_change(
     parser.add_class_arguments(HVPSDataModule, "data")
     base = {"batch_size": 1, "image_size": [48, 80], "clip_length": 2}
     configs = {
-        "kitti_step": {"stage": "kitti_step", "root": str(synth_kitti_step_root)},
-        "mot_step": {"stage": "mot_step", "root": str(synth_mot_step_root)},
+        "kitti_step": {"finetune_stage": "kitti_step", "root": str(synth_kitti_step_root)},
+        "mot_step": {"finetune_stage": "mot_step", "root": str(synth_mot_step_root)},
     }
     for stage, change in configs.items():
         cfg = parser.parse_object({"data": {**base, **change}})
         dm = parser.instantiate(cfg).data
-        assert isinstance(dm, HVPSDataModule) and dm.stage == stage
+        assert isinstance(dm, HVPSDataModule) and dm.finetune_stage == stage
         assert dm.image_size == (48, 80)
         dm.setup("validate")
         assert next(iter(dm.val_dataloader()))["frames"].shape == (1, 2, 3, 48, 80)
@@ -113,22 +113,25 @@ def test_unknown_config_keys_are_errors() -> None:
     parser = ArgumentParser(exit_on_error=False)
     parser.add_class_arguments(HVPSDataModule, "data")
     with pytest.raises(Exception, match="imag_size"):
-        parser.parse_object({"data": {"stage": "mot_step", "imag_size": [48, 80]}})
+        parser.parse_object({"data": {"finetune_stage": "mot_step", "imag_size": [48, 80]}})
+    with pytest.raises(Exception, match="finetune_stage"):
+        parser.parse_object({"data": {"finetune_stage": "mots_step"}})
+    # `stage` is Lightning's word (setup(stage)); the finetuning stage is `finetune_stage` only
     with pytest.raises(Exception, match="stage"):
-        parser.parse_object({"data": {"stage": "mots_step"}})
+        parser.parse_object({"data": {"stage": "mot_step"}})
 
 
 def test_default_root_and_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    dm = HVPSDataModule(stage="kitti_step")
+    dm = HVPSDataModule(finetune_stage="kitti_step")
     assert dm.root == Path("data/kitti_step")
     with pytest.raises(
         HVPSError, match=r"data/kitti_step: dataset root not found; generate one with `hvps synth"
     ):
         dm.setup("fit")
-    assert HVPSDataModule(stage="mot_step", dataset="mots").root == Path("data/mots")
+    assert HVPSDataModule(finetune_stage="mot_step", dataset="mots").root == Path("data/mots")
     with pytest.raises(HVPSError, match="no class map from 'motchallenge_step' to 'kitti_panoptic'"):
-        HVPSDataModule(stage="kitti_panoptic", dataset="motchallenge_step")
+        HVPSDataModule(finetune_stage="kitti_panoptic", dataset="motchallenge_step")
     with pytest.raises(HVPSError, match="sequences: unknown keys"):
         HVPSDataModule(sequences={"training": ["0000"]})
     with pytest.raises(HVPSError, match="batch_size"):
@@ -136,7 +139,7 @@ def test_default_root_and_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 
 
 def test_no_validation_split(synth_mot_step_root: Path) -> None:
-    dm = HVPSDataModule(stage="mot_step", root=str(synth_mot_step_root), val_split=None)
+    dm = HVPSDataModule(finetune_stage="mot_step", root=str(synth_mot_step_root), val_split=None)
     dm.setup("fit")
     assert dm.val_dataloader() == []
 
@@ -147,7 +150,9 @@ def test_predict_on_an_unlabelled_split(synth_mot_step_root: Path, tmp_path: Pat
     root = tmp_path / "mot"
     shutil.copytree(synth_mot_step_root, root)
     shutil.copytree(root / "images/train/0002", root / "images/test/0001")
-    dm = HVPSDataModule(stage="mot_step", root=str(root), predict_split="test", batch_size=4, max_frames=4)
+    dm = HVPSDataModule(
+        finetune_stage="mot_step", root=str(root), predict_split="test", batch_size=4, max_frames=4
+    )
     dm.setup("predict")
     (batch,) = list(dm.predict_dataloader())
     assert [m["sequence"] for m in batch["meta"]] == ["0001"] * 4
@@ -158,7 +163,7 @@ def test_two_workers(synth_mot_step_root: Path) -> None:
     def first_batches() -> list[dict[str, Any]]:
         torch.manual_seed(0)
         dm = HVPSDataModule(
-            stage="mot_step", root=str(synth_mot_step_root), num_workers=2, image_size=(48, 80)
+            finetune_stage="mot_step", root=str(synth_mot_step_root), num_workers=2, image_size=(48, 80)
         )
         dm.setup("fit")
         iterator = iter(dm.train_dataloader())
@@ -224,7 +229,9 @@ class _TinyModel(L.LightningModule):
 
 
 def test_lightning_trainer_runs_on_the_datamodule(synth_mot_step_root: Path, tmp_path: Path) -> None:
-    dm = HVPSDataModule(stage="mot_step", root=str(synth_mot_step_root), image_size=(48, 80), batch_size=2)
+    dm = HVPSDataModule(
+        finetune_stage="mot_step", root=str(synth_mot_step_root), image_size=(48, 80), batch_size=2
+    )
     model = _TinyModel()
     trainer = L.Trainer(
         max_epochs=1,
@@ -255,7 +262,7 @@ def test_contiguous_sampler_keeps_order_on_every_rank(size: int, ranks: int) -> 
 def test_evaluation_loaders_shard_contiguously_under_ddp(synth_mot_step_root: Path) -> None:
     from types import SimpleNamespace
 
-    dm = HVPSDataModule(stage="mot_step", root=str(synth_mot_step_root), batch_size=2)
+    dm = HVPSDataModule(finetune_stage="mot_step", root=str(synth_mot_step_root), batch_size=2)
     dm.trainer = SimpleNamespace(world_size=2, global_rank=1)  # type: ignore[assignment]
     dm.setup("validate")
     loader = dm.val_dataloader()

@@ -170,7 +170,7 @@ def test_mots20_dataset_in_its_own_label_space(mots20_root: Path) -> None:
 
 def test_mots20_under_mot_step_is_person_versus_void(mots20_root: Path) -> None:
     dm = HVPSDataModule(
-        stage="mot_step",
+        finetune_stage="mot_step",
         dataset="mots",
         root=str(mots20_root),
         val_split=None,
