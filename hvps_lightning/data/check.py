@@ -91,7 +91,7 @@ def _check_sequence(spec: DatasetSpec, sequence: SequenceFiles, stats: SplitSumm
             problems.append(_as_problem(exc, sequence.key))
             continue
         stats.frames += 1
-        shape = loaded.image.shape
+        shape = loaded.size
         if sequence.image_size is not None and tuple(shape[:2]) != sequence.image_size:
             height, width = sequence.image_size
             problems.append(

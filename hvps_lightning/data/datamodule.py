@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from hvps_lightning.data.datasets import ClipDataset, ClipMode
+from hvps_lightning.data.datasets import ClipDataset, ClipMode, Targets
 from hvps_lightning.data.specs import DatasetSpec, get_spec, stage_spec
 from hvps_lightning.data.transforms import ClipTransform
 from hvps_lightning.errors import HVPSError
@@ -91,11 +91,9 @@ class ClipCollate:
     ) -> dict[str, torch.Tensor]:
         if tuple(target["semantic"].shape) == (height, width):
             return target
-        padded = dict(target)
-        padded["masks"] = _pad(target["masks"], height, width, 0)
-        padded["semantic"] = _pad(target["semantic"], height, width, self.ignore_label)
-        padded["panoptic"] = _pad(target["panoptic"], height, width, self.ignore_label * self.label_divisor)
-        return padded
+        fill = {"masks": 0, "semantic": self.ignore_label, "panoptic": self.ignore_label * self.label_divisor}
+        # a semantic-only target (targets="semantic") holds no masks or panoptic map
+        return {key: _pad(v, height, width, fill[key]) if key in fill else v for key, v in target.items()}
 
 
 class ContiguousDistributedSampler(DistributedSampler):
@@ -122,6 +120,16 @@ def _pad(tensor: torch.Tensor, height: int, width: int, value: float) -> torch.T
     if pad_h == 0 and pad_w == 0:
         return tensor
     return F.pad(tensor, (0, pad_w, 0, pad_h), value=value)
+
+
+def _one_thread_per_worker(worker_id: int) -> None:
+    """Keep each DataLoader worker to one OpenCV thread, as PyTorch does for its own ops.
+
+    Several workers each running OpenCV's thread pool would fight over the same cores.
+    """
+    import cv2
+
+    cv2.setNumThreads(1)
 
 
 def collate_clips(
@@ -151,8 +159,9 @@ class HVPSDataModule(L.LightningDataModule):
         clips_per_item: clips per training item (val/test/predict use 1).
         clip_gap: (min, max) frames between the targets of the clips of one training item.
         image_size: (height, width) all frames are resized to; ``None`` keeps the native size.
-        augment: random augmentation for training (scale/crop needs ``image_size``).
-        scale_range: random scale factors before cropping back to ``image_size``.
+        augment: random augmentation for training.
+        scale_range: random scale factors before cropping back to ``image_size`` (or, when it
+            is ``None``, to the frame's native size).
         hflip: random horizontal flips.
         color_jitter: colour jitter strength (0: off).
         train_split: split for ``fit``.
@@ -164,6 +173,12 @@ class HVPSDataModule(L.LightningDataModule):
         max_sequences: keep only the first N sequences of every split (fast runs).
         max_frames: keep only the first N frames of every sequence (fast runs).
         pin_memory: DataLoader ``pin_memory``.
+        targets: what each clip's ``target`` holds: ``all`` (instances, boxes, masks, track ids,
+            identities, ``semantic``, ``panoptic``: the MOTS model) or ``semantic`` (the semantic
+            map alone: the semantic model, which reads nothing else; skips building the rest).
+        reduced_decode: decode JPEG frames at 1/2, 1/4 or 1/8 of their size when ``image_size``
+            allows (within 1 %): faster loading, pixels slightly different from a full decode
+            followed by the resize. PNG frames are always decoded whole.
     """
 
     def __init__(
@@ -191,6 +206,8 @@ class HVPSDataModule(L.LightningDataModule):
         max_sequences: int | None = None,
         max_frames: int | None = None,
         pin_memory: bool = False,
+        targets: Targets = "all",
+        reduced_decode: bool = False,
     ) -> None:
         super().__init__()
         # the model owns `dataset` (linked from this module); saving it here too would clash
@@ -233,6 +250,10 @@ class HVPSDataModule(L.LightningDataModule):
         self.max_sequences = max_sequences
         self.max_frames = max_frames
         self.pin_memory = pin_memory
+        if targets not in ("all", "semantic"):
+            raise HVPSError(f"targets must be 'all' or 'semantic', got {targets!r}")
+        self.targets: Targets = targets
+        self.reduced_decode = reduced_decode
         self.collate = ClipCollate(self._spec.ignore_label, self._spec.label_divisor)
         self.datasets: dict[str, ClipDataset] = {}
         # Fail fast on an impossible class mapping rather than in the first batch.
@@ -294,6 +315,8 @@ class HVPSDataModule(L.LightningDataModule):
                 sequences=self.sequences.get(role),
                 max_sequences=self.max_sequences,
                 max_frames=self.max_frames,
+                targets=self.targets,
+                reduced_decode=self.reduced_decode,
             )
         return self.datasets[role]
 
@@ -328,6 +351,7 @@ class HVPSDataModule(L.LightningDataModule):
             collate_fn=self.collate,
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
+            worker_init_fn=_one_thread_per_worker if self.num_workers > 0 else None,
         )
 
     def train_dataloader(self) -> DataLoader:

@@ -36,18 +36,22 @@ from torch.utils.data import Dataset
 
 from hvps_lightning.data.formats.mots_txt import MOTSObject
 from hvps_lightning.data.layout import FrameFiles, SequenceFiles, layout_splits, scan_root
-from hvps_lightning.data.loaders import load_frame, load_sequence_mots, read_image
+from hvps_lightning.data.loaders import DecodedImage, decode_image, load_frame, load_sequence_mots, resize_to
 from hvps_lightning.data.specs import DatasetSpec, SplitSpec, get_spec, label_lut
 from hvps_lightning.data.transforms import (
     ClipTransform,
     normalize_frames,
     panoptic_targets,
     remap_semantic,
+    semantic_targets,
     to_panoptic,
 )
 from hvps_lightning.errors import HVPSError
 
 ClipMode = Literal["previous", "centred"]
+#: which targets a clip carries: ``all`` (instances, boxes, masks, identities, semantic, panoptic)
+#: or ``semantic`` (the semantic map alone, for models that read nothing else).
+Targets = Literal["all", "semantic"]
 
 #: identities are ``sequence number * IDENTITY_STRIDE[spec] + panoptic id``; a panoptic id is
 #: below ``256 * label_divisor`` (semantic ids are 8-bit).
@@ -257,6 +261,11 @@ class ClipDataset(Dataset):
         sequences: use exactly these sequences.
         max_sequences: keep the first N sequences.
         max_frames: keep the first N frames of each sequence.
+        targets: ``all`` (the full target dict) or ``semantic`` (``semantic`` only: no instance
+            masks, boxes or identities are built).
+        reduced_decode: decode JPEG frames at 1/2, 1/4 or 1/8 of their size when the
+            transform's ``image_size`` allows (faster; pixels differ slightly from a full decode
+            followed by the resize).
     """
 
     def __init__(
@@ -274,8 +283,12 @@ class ClipDataset(Dataset):
         sequences: Sequence[str] | None = None,
         max_sequences: int | None = None,
         max_frames: int | None = None,
+        targets: Targets = "all",
+        reduced_decode: bool = False,
     ) -> None:
         super().__init__()
+        if targets not in ("all", "semantic"):
+            raise HVPSError(f"targets must be 'all' or 'semantic', got {targets!r}")
         self.offsets = clip_offsets(clip_length, clip_mode, clip_stride)
         if clips_per_item < 1:
             raise HVPSError(f"clips_per_item must be >= 1, got {clips_per_item}")
@@ -290,6 +303,8 @@ class ClipDataset(Dataset):
         self.clips_per_item = clips_per_item
         self.clip_gap = (int(clip_gap[0]), int(clip_gap[1]))
         self.transform = transform
+        self.targets: Targets = targets
+        self.reduced_decode = reduced_decode
         self.sequences = self.index.sequences
         # MOTS layouts keep labels in one txt per sequence: read and validate them once.
         self._mots: list[dict[int, list[MOTSObject]]] = [
@@ -344,37 +359,54 @@ class ClipDataset(Dataset):
         targets = [target] + [
             self._other_target(sequence, target, rng) for _ in range(self.clips_per_item - 1)
         ]
-        images: dict[int, np.ndarray] = {}
+        images: dict[int, DecodedImage] = {}
         return [self.load_clip(sequence, t, int(rng.integers(0, 2**31 - 1)), images) for t in targets]
 
     def load_clip(
-        self, sequence: int, target: int, seed: int | None = None, cache: dict[int, np.ndarray] | None = None
+        self,
+        sequence: int,
+        target: int,
+        seed: int | None = None,
+        cache: dict[int, DecodedImage] | None = None,
     ) -> dict[str, Any]:
         """Load, check, transform and package the clip of frame ``target`` of sequence number ``sequence``."""
         seq = self.sequences[sequence]
         cache = {} if cache is None else cache
+        # Frames and labels come out of the loaders at the transform's size already (the
+        # transform's resize is then a no-op), decoded smaller where `reduced_decode` allows.
+        size = self.transform.image_size if self.transform is not None else None
         target_frame = seq.frames[target]
-        loaded = load_frame(self.source_spec, seq, target_frame, self._mots[sequence])
-        cache[target] = loaded.image
+        reduced = self.reduced_decode
+        mots = self._mots[sequence]
+        loaded = load_frame(self.source_spec, seq, target_frame, mots, size=size, reduced_decode=reduced)
+        cache[target] = DecodedImage(loaded.image, loaded.size)
         indices = self.clip_indices(sequence, target)
         for i in indices:
             if i not in cache:
-                cache[i] = read_image(seq.frames[i].image)
-            if cache[i].shape != loaded.image.shape:
-                height, width = loaded.image.shape[:2]
+                decoded = decode_image(seq.frames[i].image, size if reduced else None)
+                cache[i] = DecodedImage(resize_to(decoded.pixels, size), decoded.size)
+            if cache[i].size != loaded.size:
+                (height, width), (other_h, other_w) = loaded.size, cache[i].size
                 raise HVPSError(
-                    f"{seq.frames[i].image}: size {cache[i].shape[1]}x{cache[i].shape[0]} differs from "
+                    f"{seq.frames[i].image}: size {other_w}x{other_h} differs from "
                     f"{target_frame.image} ({width}x{height}) of the same sequence"
                 )
-        frames = np.stack([cache[i] for i in indices])
+        frames = np.stack([cache[i].pixels for i in indices])
         labelled = loaded.semantic is not None and loaded.instance is not None
-        panoptic = self._panoptic(loaded.semantic, loaded.instance, loaded.image.shape[:2])
+        spec = self.spec
+        if self.targets == "semantic":
+            labels, fill = self._semantic(loaded.semantic, frames.shape[1:3]), spec.ignore_label
+        else:
+            labels = self._panoptic(loaded.semantic, loaded.instance, frames.shape[1:3])
+            fill = spec.ignore_label * spec.label_divisor
         if self.transform is not None:
-            frames, panoptic = self.transform(frames, panoptic, seed)
-        target_dict = panoptic_targets(
-            panoptic, self.spec, identity_base=sequence * self._identity_stride, labelled=labelled
-        )
-        meta = _meta(seq, target_frame, target, loaded.image.shape[:2])
+            frames, labels = self.transform(frames, labels, seed, ignore_value=fill)
+        if self.targets == "semantic":
+            target_dict = semantic_targets(labels)
+        else:
+            base = sequence * self._identity_stride
+            target_dict = panoptic_targets(labels, spec, identity_base=base, labelled=labelled)
+        meta = _meta(seq, target_frame, target, loaded.size)
         # the size the network sees before the collate function pads the batch
         meta["input_size"] = (int(frames.shape[1]), int(frames.shape[2]))
         return {
@@ -383,6 +415,14 @@ class ClipDataset(Dataset):
             "meta": meta,
             "target_index": self.target_index,
         }
+
+    def _semantic(self, semantic: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray:
+        spec = self.spec
+        if semantic is None:
+            return np.full(shape, spec.ignore_label, dtype=np.int32)
+        if self._lut is not None:
+            return remap_semantic(semantic, self._lut)
+        return semantic.astype(np.int32, copy=False)
 
     def _panoptic(
         self, semantic: np.ndarray | None, instance: np.ndarray | None, shape: tuple[int, ...]

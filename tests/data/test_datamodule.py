@@ -269,3 +269,26 @@ def test_evaluation_loaders_shard_contiguously_under_ddp(synth_mot_step_root: Pa
     assert isinstance(loader.sampler, ContiguousDistributedSampler)
     assert [m["frame_index"] for batch in loader for m in batch["meta"]] == [5, 6, 7, 8, 9]
     assert not isinstance(dm.train_dataloader().sampler, ContiguousDistributedSampler)
+
+
+def test_semantic_targets_hold_the_same_semantic_map_and_nothing_else(synth_mot_step_root: Path) -> None:
+    options: dict[str, Any] = {"finetune_stage": "mot_step", "root": str(synth_mot_step_root),
+                               "image_size": (48, 80), "batch_size": 2, "clip_length": 1,
+                               "clips_per_item": 1}  # fmt: skip
+    full, semantic = HVPSDataModule(**options), HVPSDataModule(**options, targets="semantic")
+    for dm in (full, semantic):
+        dm.setup("fit")
+    for index in range(6):  # augmentation on: both draw the same scale, crop, flip and colours
+        torch.manual_seed(index)
+        (a,) = full.dataset("train")[index]
+        torch.manual_seed(index)
+        (b,) = semantic.dataset("train")[index]
+        assert set(b["target"]) == {"semantic"} and b["target"]["semantic"].dtype == torch.int64
+        assert torch.equal(a["target"]["semantic"], b["target"]["semantic"])
+        assert torch.equal(a["frames"], b["frames"]) and a["meta"] == b["meta"]
+    batch = next(iter(semantic.train_dataloader()))
+    assert [set(t) for t in batch["targets"]] == [{"semantic"}, {"semantic"}]
+    padded = ClipCollate(255, 1000)._pad_target({"semantic": torch.zeros(2, 3, dtype=torch.int64)}, 3, 4)
+    assert set(padded) == {"semantic"} and padded["semantic"][:, 3].tolist() == [255, 255, 255]
+    with pytest.raises(HVPSError, match="targets must be 'all' or 'semantic'"):
+        HVPSDataModule(targets="boxes")  # type: ignore[arg-type]
