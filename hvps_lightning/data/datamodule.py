@@ -39,11 +39,11 @@ from typing import Any, Literal
 import lightning as L
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, get_worker_info
 
 from hvps_lightning.data.datasets import ClipDataset, ClipMode, Targets
 from hvps_lightning.data.specs import DatasetSpec, get_spec, stage_spec
-from hvps_lightning.data.transforms import ClipTransform
+from hvps_lightning.data.transforms import ClipTransform, normalize_frames
 from hvps_lightning.errors import HVPSError
 
 FinetuneStage = Literal["kitti_panoptic", "kitti_step", "mot_step"]
@@ -54,7 +54,8 @@ Role = Literal["train", "val", "test", "predict"]
 class ClipCollate:
     """Batch items (lists of clip dicts) into the ARCHITECTURE.md batch.
 
-    Clips of different sizes (native-size KITTI frames differ by a few pixels) are padded at
+    The clips' uint8 frames are normalised straight into the batch tensor (no float copy per
+    clip). Clips of different sizes (native-size KITTI frames differ by a few pixels) are padded at
     the bottom/right to the largest: frames with 0 (the normalised mean colour), ``semantic``
     with the ignore label, ``panoptic`` with ``ignore_label * divisor``, masks with 0.
 
@@ -80,9 +81,9 @@ class ClipCollate:
         target_indices = {int(c["target_index"]) for c in clips}
         if len(target_indices) != 1:
             raise ValueError(f"clips of one batch have different target indices {sorted(target_indices)}")
-        height = max(int(c["frames"].shape[-2]) for c in clips)
-        width = max(int(c["frames"].shape[-1]) for c in clips)
-        frames = torch.stack([_pad(c["frames"], height, width, 0.0) for c in clips])
+        height = max(int(c["frames"].shape[1]) for c in clips)
+        width = max(int(c["frames"].shape[2]) for c in clips)
+        frames = _normalised_batch([c["frames"] for c in clips], height, width)
         targets = [self._pad_target(c["target"], height, width) for c in clips]
         return {"frames": frames, "target_index": target_indices.pop(), "targets": targets, "meta": metas}
 
@@ -113,6 +114,32 @@ class ContiguousDistributedSampler(DistributedSampler):
         size = len(self.dataset)  # type: ignore[arg-type]
         start = self.rank * self.num_samples
         return iter([min(i, size - 1) for i in range(start, start + self.num_samples)])
+
+
+def _normalised_batch(clips: Sequence[torch.Tensor], height: int, width: int) -> torch.Tensor:
+    """(B, T, 3, H, W) float32 from B clips of uint8 (T, h, w, 3) frames, normalised straight into the batch.
+
+    A clip smaller than (H, W) is padded at the bottom/right with 0 (the normalised mean colour).
+    """
+    length = int(clips[0].shape[0])
+    if any(int(clip.shape[0]) != length for clip in clips):
+        lengths = sorted({int(clip.shape[0]) for clip in clips})
+        raise ValueError(f"clips of one batch have different lengths {lengths}")
+    shape = (len(clips), length, 3, height, width)
+    tensor = torch.empty(shape, dtype=torch.float32)
+    if get_worker_info() is not None:
+        # In a DataLoader worker, build the batch in shared memory: sending it to the main
+        # process then moves no data (as torch's default_collate does).
+        tensor.share_memory_()
+    batch = tensor.numpy()
+    for slot, clip in zip(batch, clips, strict=True):
+        h, w = int(clip.shape[1]), int(clip.shape[2])
+        if (h, w) == (height, width):
+            normalize_frames(clip, out=slot)
+            continue
+        slot.fill(0.0)
+        slot[:, :, :h, :w] = normalize_frames(clip).numpy()
+    return tensor
 
 
 def _pad(tensor: torch.Tensor, height: int, width: int, value: float) -> torch.Tensor:

@@ -20,7 +20,7 @@ person, everything else void). Every file is checked when it is read, with the m
 Example:
     >>> ds = ClipDataset("motchallenge_step", "data/motchallenge_step", split="val")  # doctest: +SKIP
     >>> clip = ds[0][0]; clip["frames"].shape  # doctest: +SKIP
-    torch.Size([3, 3, 192, 320])
+    torch.Size([3, 192, 320, 3])
 """
 
 from __future__ import annotations
@@ -40,7 +40,6 @@ from hvps_lightning.data.loaders import DecodedImage, decode_image, load_frame, 
 from hvps_lightning.data.specs import DatasetSpec, SplitSpec, get_spec, label_lut
 from hvps_lightning.data.transforms import (
     ClipTransform,
-    normalize_frames,
     panoptic_targets,
     remap_semantic,
     semantic_targets,
@@ -242,7 +241,8 @@ class ClipDataset(Dataset):
 
     ``dataset[i]`` is a list of ``clips_per_item`` clip dicts; the first clip targets the
     ``i``-th frame of the index (sequences in order, frames in order). A clip dict holds
-    ``frames`` float32 (T, 3, H, W) normalised, ``target`` (ARCHITECTURE.md target dict),
+    ``frames`` uint8 (T, H, W, 3) RGB (the collate function normalises them straight into the
+    batch's float32 (B, T, 3, H, W)), ``target`` (ARCHITECTURE.md target dict),
     ``meta`` (``sequence``, ``frame``, ``frame_index``, ``orig_size``, ``image_path``) and
     ``target_index``. :func:`hvps_lightning.data.datamodule.collate_clips` batches items.
 
@@ -410,7 +410,7 @@ class ClipDataset(Dataset):
         # the size the network sees before the collate function pads the batch
         meta["input_size"] = (int(frames.shape[1]), int(frames.shape[2]))
         return {
-            "frames": normalize_frames(frames),
+            "frames": torch.from_numpy(frames),
             "target": target_dict,
             "meta": meta,
             "target_index": self.target_index,

@@ -224,12 +224,22 @@ def _normalisation_table() -> np.ndarray:
     return levels.div_(255.0).sub_(mean).div_(std).view(3, 256).numpy().copy()
 
 
-def normalize_frames(frames: np.ndarray) -> torch.Tensor:
-    """(T, H, W, 3) uint8 frames -> (T, 3, H, W) float32 normalised with IMAGENET_MEAN / IMAGENET_STD."""
-    frames = np.ascontiguousarray(frames)
+def normalize_frames(frames: np.ndarray | torch.Tensor, out: np.ndarray | None = None) -> torch.Tensor:
+    """(T, H, W, 3) uint8 frames -> (T, 3, H, W) float32 normalised with IMAGENET_MEAN / IMAGENET_STD.
+
+    Args:
+        frames: the frames, as a numpy array or a tensor.
+        out: a C-contiguous float32 (T, 3, H, W) array to write into (a slice of a batch), or
+            ``None`` for a new one.
+    """
+    frames = np.ascontiguousarray(frames.numpy() if isinstance(frames, torch.Tensor) else frames)
     count, height, width = frames.shape[:3]
+    if out is None:
+        out = np.empty((count, 3, height, width), dtype=np.float32)
+    elif out.shape != (count, 3, height, width) or out.dtype != np.float32 or not out.flags.c_contiguous:
+        expected = (count, 3, height, width)
+        raise ValueError(f"out must be a C-contiguous float32 {expected} array, got {out.dtype} {out.shape}")
     table = _normalisation_table()
-    out = np.empty((count, 3, height, width), dtype=np.float32)
     for t in range(count):
         for c, plane in enumerate(cv2.split(frames[t])):
             cv2.LUT(plane, table[c : c + 1], dst=out[t, c])

@@ -179,7 +179,7 @@ def test_two_workers(synth_mot_step_root: Path) -> None:
 def test_collate_pads_clips_of_different_sizes() -> None:
     def clip(height: int, width: int) -> dict[str, Any]:
         return {
-            "frames": torch.ones(2, 3, height, width),
+            "frames": torch.full((2, height, width, 3), 200, dtype=torch.uint8),
             "target": {
                 "boxes": torch.zeros(1, 4),
                 "labels": torch.tensor([4]),
@@ -202,6 +202,7 @@ def test_collate_pads_clips_of_different_sizes() -> None:
     batch = ClipCollate(255, 1000)([[clip(4, 6)], [clip(5, 3)]])
     assert batch["frames"].shape == (2, 2, 3, 5, 6)
     assert batch["frames"][0, :, :, 4].abs().sum() == 0 and batch["frames"][1, :, :, :, 3:].abs().sum() == 0
+    assert (batch["frames"][0, :, :, :4, :6] > 1).all()  # the clip's own pixels, normalised
     small = batch["targets"][0]
     assert small["semantic"].shape == (5, 6) and (small["semantic"][4] == 255).all()
     assert (small["panoptic"][4] == 255000).all() and small["masks"][:, 4].sum() == 0

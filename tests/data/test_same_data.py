@@ -19,6 +19,7 @@ import pytest
 import torch
 from PIL import Image
 
+from hvps_lightning.data.datamodule import ClipCollate
 from hvps_lightning.data.datasets import ClipDataset
 from hvps_lightning.data.formats import (
     decode_step,
@@ -111,7 +112,9 @@ def reference_clip(ds: ClipDataset, sequence: int, target: int) -> dict[str, Any
 
 
 def assert_same_clip(clip: dict[str, Any], reference: dict[str, Any]) -> None:
-    assert clip["frames"].dtype == torch.float32 and torch.equal(clip["frames"], reference["frames"])
+    """The clip, collated into a batch as the DataLoader does, holds the reference's tensors."""
+    frames = ClipCollate()([[clip]])["frames"][0]
+    assert frames.dtype == torch.float32 and torch.equal(frames, reference["frames"])
     assert clip["target"].keys() == reference["target"].keys()
     for key, expected in reference["target"].items():
         got = clip["target"][key]
