@@ -397,13 +397,22 @@ def mots_labels(
     """Rasterise the MOTS objects of one frame into int32 ``(semantic, instance)`` maps.
 
     Semantic ids are the MOTS class ids (0 background, 1 car, 2 pedestrian), ignore regions
-    get 10 (the ``mots`` spec's ignore label); instance = id % 1000. ``size``: the (height,
-    width) to return the maps at (nearest); ``None``: the image's.
+    get 10 (the ``mots`` spec's ignore label); instance = ``id % 1000 + 1``: KITTI-MOTS numbers
+    the objects of a class from 0 (ids 1000, 2000), and instance 0 means "no instance" (crowd)
+    in a panoptic map. ``size``: the (height, width) to return the maps at (nearest); ``None``:
+    the image's.
 
     Raises:
-        HVPSError: naming the MOTS file if a mask's size differs from the frame's image.
+        HVPSError: naming the MOTS file if a mask's size differs from the frame's image, or an
+            object number (``id % 1000``) is 999, whose instance would not fit the divisor.
     """
     check_mots_sizes(objects, image_shape, path, frame, image)
+    for obj in objects:
+        if obj.class_id != IGNORE_CLASS and obj.obj_id % ID_DIVISOR + 1 >= ID_DIVISOR:
+            raise HVPSError(
+                f"{path}: frame {frame}: id {obj.obj_id}: object numbers (id % {ID_DIVISOR}) must lie in "
+                f"0..{ID_DIVISOR - 2}"
+            )
     height, width = int(image_shape[0]), int(image_shape[1])
     semantic = np.zeros((height, width), dtype=np.int32)
     instance = np.zeros((height, width), dtype=np.int32)
@@ -413,7 +422,7 @@ def mots_labels(
             np.copyto(semantic, IGNORE_CLASS, where=mask)
             continue
         np.copyto(semantic, obj.class_id, where=mask)
-        np.copyto(instance, obj.obj_id % ID_DIVISOR, where=mask)
+        np.copyto(instance, obj.obj_id % ID_DIVISOR + 1, where=mask)
     return resize_to(semantic, size, nearest=True), resize_to(instance, size, nearest=True)
 
 

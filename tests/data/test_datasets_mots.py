@@ -117,7 +117,8 @@ def test_mots20_dataset_in_its_own_label_space(mots20_root: Path) -> None:
         assert frame == index + 1  # MOTS20 frames count from 1
         expected = sorted(o.obj_id for o in gt if o.frame == frame and o.class_id == 2)
         target = clip["target"]
-        ids = (target["labels"] * 1000 + target["track_ids"]).tolist()
+        # MOTS object k of a class is instance k + 1 (KITTI-MOTS counts objects from 0; 0 is crowd)
+        ids = (target["labels"] * 1000 + target["track_ids"] - 1).tolist()
         assert ids == expected
         for obj_id, mask in zip(ids, target["masks"], strict=True):
             (obj,) = [o for o in gt if o.frame == frame and o.obj_id == obj_id]

@@ -52,8 +52,8 @@ def reference_labels(ds: ClipDataset, sequence: int, target: int, shape: tuple[i
                 continue
             mask = rle_to_mask(obj.rle).astype(bool)
             semantic[mask] = obj.class_id
-            if obj.class_id != 10:
-                instance[mask] = obj.obj_id % 1000
+            if obj.class_id != 10:  # object k is instance k + 1: a fix (KITTI-MOTS' k = 0 was crowd)
+                instance[mask] = obj.obj_id % 1000 + 1
     elif frame.coco is not None:
         ids = rgb_to_id(reference_image(frame.label))
         semantic, instance = to_semantic_instance(
@@ -133,10 +133,14 @@ CASES = {
     "kitti_panoptic": ("kitti_panoptic", "synth_kitti_panoptic_root", "val", None, (48, 80), 1),
     "mots20 as mot_step": ("mots", "synth_mots20_root", "train", "motchallenge_step", (48, 80), 3),
     "kitti_mots as kitti_step": ("mots", "synth_kitti_mots_root", "val", "kitti_step", (64, 96), 2),
+    "real kitti_step": ("kitti_step", "real_kitti_step_root", "train", None, (188, 621), 2),
+    "real mots20 as mot_step": ("mots", "real_mots20_root", "train", "motchallenge_step", (240, 320), 2),
 }
 
 
-@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize(
+    "case", [pytest.param(c, marks=pytest.mark.real_data) if c.startswith("real") else c for c in CASES]
+)
 def test_every_clip_equals_the_previous_pipeline(case: str, request: pytest.FixtureRequest) -> None:
     dataset, fixture, split, label_spec, size, clip_length = CASES[case]
     root = request.getfixturevalue(fixture)
