@@ -127,11 +127,15 @@ class ClipTransform:
         rows, cols = self._draw_axes(rng, height, width)
         flip = self.hflip and bool(rng.random() < 0.5)
         colour = self._draw_colour(rng)
-        out = [self._geometry(f, rows, cols, flip, cv2.INTER_LINEAR, _PAD_COLOUR) for f in frames]
-        if colour is not None:
-            out = [_apply_colour(f, *colour) for f in out]
+        out = np.empty_like(frames)
+        for frame, slot in zip(frames, out, strict=True):  # each step writes the next one's input
+            if colour is None:
+                self._geometry(frame, rows, cols, flip, cv2.INTER_LINEAR, _PAD_COLOUR, slot)
+            else:
+                moved = self._geometry(frame, rows, cols, flip, cv2.INTER_LINEAR, _PAD_COLOUR)
+                _apply_colour(moved, *colour, slot)
         labels = self._geometry(labels, rows, cols, flip, cv2.INTER_NEAREST, fill)
-        return np.stack(out), np.ascontiguousarray(labels)
+        return out, np.ascontiguousarray(labels)
 
     def _draw_axes(self, rng: np.random.Generator, height: int, width: int) -> tuple[_Axis, _Axis]:
         if self.scale_range == (1.0, 1.0):
@@ -160,8 +164,15 @@ class ClipTransform:
 
     @staticmethod
     def _geometry(
-        image: np.ndarray, rows: _Axis, cols: _Axis, flip: bool, interpolation: int, fill: object
+        image: np.ndarray,
+        rows: _Axis,
+        cols: _Axis,
+        flip: bool,
+        interpolation: int,
+        fill: object,
+        dst: np.ndarray | None = None,
     ) -> np.ndarray:
+        """Scale, crop or pad, and flip one frame or label map; into ``dst`` if given, else maybe a view."""
         height, width = image.shape[:2]
         if (rows.scaled, cols.scaled) != (height, width):
             image = cv2.resize(image, (cols.scaled, rows.scaled), interpolation=interpolation)
@@ -171,7 +182,7 @@ class ClipTransform:
         if rows.pad_before or rows.pad_after or cols.pad_before or cols.pad_after:
             value = fill if image.ndim == 3 else (fill, fill, fill, fill)
             image = cv2.copyMakeBorder(
-                np.ascontiguousarray(image),
+                image,
                 rows.pad_before,
                 rows.pad_after,
                 cols.pad_before,
@@ -179,7 +190,12 @@ class ClipTransform:
                 cv2.BORDER_CONSTANT,
                 value=value,
             )
-        return cv2.flip(image, 1) if flip else np.ascontiguousarray(image)
+        if flip:
+            return cv2.flip(image, 1) if dst is None else cv2.flip(image, 1, dst=dst)
+        if dst is None:
+            return image
+        dst[...] = image
+        return dst
 
     def __repr__(self) -> str:
         steps = []
@@ -204,11 +220,11 @@ def _draw_axis(rng: np.random.Generator, size: int, scale: float) -> _Axis:
     return _Axis(scaled, pad_before=before, pad_after=size - scaled - before)
 
 
-def _apply_colour(frame: np.ndarray, gain: np.ndarray, contrast_weight: float) -> np.ndarray:
-    """Apply the clip's colour matrix to one frame; the contrast pulls towards this frame's mean grey."""
+def _apply_colour(frame: np.ndarray, gain: np.ndarray, contrast_weight: float, dst: np.ndarray) -> None:
+    """Apply the clip's colour matrix to one frame, into ``dst``; the contrast pulls towards its mean grey."""
     mean_grey = float(np.dot(cv2.mean(frame)[:3], _LUMA))
     matrix = np.concatenate([gain, np.full((3, 1), contrast_weight * mean_grey)], axis=1)
-    return cv2.transform(frame, matrix.astype(np.float32))
+    cv2.transform(frame, matrix.astype(np.float32), dst=dst)
 
 
 @cache
