@@ -2,7 +2,8 @@
 
 Takes the ``data`` section of ``experiments/stages/mot_step/{mots,semantic}.yaml`` (the MOTS
 config: clips of 3 frames, 2 clips per item, 544x960, augmentation on; the semantic config:
-single frames, semantic targets only) over a generated MOTChallenge-STEP root at 1080p
+single frames, semantic targets only; both decode JPEG at half size and leave the
+normalisation to the device) over a generated MOTChallenge-STEP root at 1080p
 (``hvps synth``; or ``--root`` of an existing one). Generated frames are PNG; they are
 re-encoded as JPEG (quality 95) like the real MOTChallenge frames, unless ``--images png``.
 
@@ -11,7 +12,8 @@ and the collate function, and right after it the very files that batch read (eve
 panoptic map, recorded as the loader opened them) are decoded at full size with OpenCV (the
 anchor: the fastest decoder here) and with PIL. The three alternate batch by batch, so other
 load on the machine slows them alike; ``decode_ratio`` = loader clips/s / OpenCV decode-only
-clips/s of the same files (target >= 0.6).
+clips/s of the same files (target >= 0.6). ``host_normalised_decode_ratio``: the same with the
+normalisation done in the worker (``normalize_on_device: false``, the DataModule's default).
 
 With ``--cache`` it also writes a pre-resized copy (``hvps data cache`` at the config's
 image_size) and times the same batches read from it.
@@ -109,6 +111,8 @@ def measure(model: str, root: Path, cache_root: Path | None, repeats: int) -> di
     options = data_options(model)
     options.update(root=str(root), num_workers=0)
     modules = {"loader": HVPSDataModule(**options)}
+    if options.get("normalize_on_device"):  # the same batches normalised in the worker, for comparison
+        modules["host"] = HVPSDataModule(**{**options, "normalize_on_device": False})
     if cache_root is not None:
         modules["cache"] = HVPSDataModule(**{**options, "root": str(cache_root)})
     train = {name: dm.dataset("train") for name, dm in modules.items()}
@@ -135,8 +139,9 @@ def measure(model: str, root: Path, cache_root: Path | None, repeats: int) -> di
             with recording_files() as opened:
                 batch = timed("loader", load, "loader", indices, seed)
             files = list(opened)
-            if "cache" in modules:
-                timed("cache", load, "cache", indices, seed)
+            for name in ("host", "cache"):
+                if name in modules:
+                    timed(name, load, name, indices, seed)
             timed("decode_cv2", decode_cv2, files)
             timed("decode_pil", decode_pil, files)
             clips += int(batch["frames"].shape[0])
@@ -149,6 +154,9 @@ def measure(model: str, root: Path, cache_root: Path | None, repeats: int) -> di
         "files_per_clip": round(files_read / clips, 2),
         "clips": clips,
     }
+    result["normalize_on_device"] = bool(options.get("normalize_on_device"))
+    if "host" in modules:
+        result["host_normalised_decode_ratio"] = round(times["decode_cv2"] / times["host"], 3)
     if "cache" in modules:
         result["cache_clips_per_s"] = round(clips / times["cache"], 2)
         result["cache_speedup"] = round(times["loader"] / times["cache"], 3)

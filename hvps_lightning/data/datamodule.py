@@ -32,6 +32,7 @@ Example (YAML, ``hvps fit --config``)::
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -43,7 +44,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, get_worker
 
 from hvps_lightning.data.datasets import ClipDataset, ClipMode, Targets
 from hvps_lightning.data.specs import DatasetSpec, get_spec, stage_spec
-from hvps_lightning.data.transforms import ClipTransform, normalize_frames
+from hvps_lightning.data.transforms import IMAGENET_MEAN, IMAGENET_STD, ClipTransform, normalize_frames
 from hvps_lightning.errors import HVPSError
 
 FinetuneStage = Literal["kitti_panoptic", "kitti_step", "mot_step"]
@@ -59,14 +60,19 @@ class ClipCollate:
     the bottom/right to the largest: frames with 0 (the normalised mean colour), ``semantic``
     with the ignore label, ``panoptic`` with ``ignore_label * divisor``, masks with 0.
 
+    With ``normalize=False`` the batch keeps the uint8 frames, (B, T, H, W, 3) padded with 0,
+    for :func:`normalize_batch_frames` to finish on the device.
+
     Args:
         ignore_label: the semantic void label of the spec.
         label_divisor: the spec's panoptic label divisor.
+        normalize: normalise the frames here (``False``: leave it to the device).
     """
 
-    def __init__(self, ignore_label: int = 255, label_divisor: int = 1000) -> None:
+    def __init__(self, ignore_label: int = 255, label_divisor: int = 1000, normalize: bool = True) -> None:
         self.ignore_label = ignore_label
         self.label_divisor = label_divisor
+        self.normalize = normalize
 
     def __call__(self, items: Sequence[Sequence[dict[str, Any]]]) -> dict[str, Any]:
         """Collate ``items`` (each a list of clips of one sequence) into one batch."""
@@ -83,7 +89,7 @@ class ClipCollate:
             raise ValueError(f"clips of one batch have different target indices {sorted(target_indices)}")
         height = max(int(c["frames"].shape[1]) for c in clips)
         width = max(int(c["frames"].shape[2]) for c in clips)
-        frames = _normalised_batch([c["frames"] for c in clips], height, width)
+        frames = _batch_frames([c["frames"] for c in clips], height, width, self.normalize)
         targets = [self._pad_target(c["target"], height, width) for c in clips]
         return {"frames": frames, "target_index": target_indices.pop(), "targets": targets, "meta": metas}
 
@@ -116,21 +122,24 @@ class ContiguousDistributedSampler(DistributedSampler):
         return iter([min(i, size - 1) for i in range(start, start + self.num_samples)])
 
 
-def _normalised_batch(clips: Sequence[torch.Tensor], height: int, width: int) -> torch.Tensor:
+def _batch_frames(clips: Sequence[torch.Tensor], height: int, width: int, normalize: bool) -> torch.Tensor:
     """(B, T, 3, H, W) float32 from B clips of uint8 (T, h, w, 3) frames, normalised straight into the batch.
 
     A clip smaller than (H, W) is padded at the bottom/right with 0 (the normalised mean colour).
+    Without ``normalize``: the uint8 frames, (B, T, H, W, 3), padded with 0.
     """
     length = int(clips[0].shape[0])
     if any(int(clip.shape[0]) != length for clip in clips):
         lengths = sorted({int(clip.shape[0]) for clip in clips})
         raise ValueError(f"clips of one batch have different lengths {lengths}")
-    shape = (len(clips), length, 3, height, width)
-    tensor = torch.empty(shape, dtype=torch.float32)
-    if get_worker_info() is not None:
-        # In a DataLoader worker, build the batch in shared memory: sending it to the main
-        # process then moves no data (as torch's default_collate does).
-        tensor.share_memory_()
+    if not normalize:
+        frames = _new_batch((len(clips), length, height, width, 3), torch.uint8)
+        for slot, clip in zip(frames, clips, strict=True):
+            if tuple(clip.shape[1:3]) != (height, width):
+                slot.zero_()
+            slot[:, : clip.shape[1], : clip.shape[2]] = clip
+        return frames
+    tensor = _new_batch((len(clips), length, 3, height, width), torch.float32)
     batch = tensor.numpy()
     for slot, clip in zip(batch, clips, strict=True):
         h, w = int(clip.shape[1]), int(clip.shape[2])
@@ -140,6 +149,37 @@ def _normalised_batch(clips: Sequence[torch.Tensor], height: int, width: int) ->
         slot.fill(0.0)
         slot[:, :, :h, :w] = normalize_frames(clip).numpy()
     return tensor
+
+
+def _new_batch(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    """An uninitialised batch tensor; in shared memory inside a DataLoader worker.
+
+    Sending the batch to the main process then copies nothing (torch's ``default_collate`` does
+    the same).
+    """
+    if get_worker_info() is None:
+        return torch.empty(shape, dtype=dtype)
+    storage = torch.empty(0, dtype=dtype)._typed_storage()._new_shared(math.prod(shape))
+    return torch.empty(0, dtype=dtype).new(storage).resize_(shape)
+
+
+def normalize_batch_frames(frames: torch.Tensor, input_sizes: Sequence[Sequence[int]]) -> torch.Tensor:
+    """Normalise a batch collated with ``normalize=False`` on its device.
+
+    uint8 (B, T, H, W, 3) -> float32 (B, T, 3, H, W), the values the collate function computes.
+
+    Args:
+        frames: the uint8 frames.
+        input_sizes: each clip's (h, w) before padding (``meta["input_size"]``); the padding is 0.
+    """
+    mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32, device=frames.device).view(1, 1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, dtype=torch.float32, device=frames.device).view(1, 1, 3, 1, 1)
+    # the operations (and their order) of the per-pixel formula the collate's table was built with
+    out = frames.permute(0, 1, 4, 2, 3).float().div_(255.0).sub_(mean).div_(std)
+    for clip, (height, width) in zip(out, input_sizes, strict=True):
+        clip[:, :, height:, :] = 0.0
+        clip[:, :, :, width:] = 0.0
+    return out.contiguous()
 
 
 def _pad(tensor: torch.Tensor, height: int, width: int, value: float) -> torch.Tensor:
@@ -206,6 +246,10 @@ class HVPSDataModule(L.LightningDataModule):
         reduced_decode: decode JPEG frames at 1/2, 1/4 or 1/8 of their size when ``image_size``
             allows (within 1 %): faster loading, pixels slightly different from a full decode
             followed by the resize. PNG frames are always decoded whole.
+        normalize_on_device: the DataLoader yields uint8 frames (B, T, H, W, 3), a quarter of
+            the bytes, and :meth:`on_after_batch_transfer` normalises them on the device into
+            the same float32 (B, T, 3, H, W) the model gets otherwise; the workers skip the
+            normalisation.
     """
 
     def __init__(
@@ -235,6 +279,7 @@ class HVPSDataModule(L.LightningDataModule):
         pin_memory: bool = False,
         targets: Targets = "all",
         reduced_decode: bool = False,
+        normalize_on_device: bool = False,
     ) -> None:
         super().__init__()
         # the model owns `dataset` (linked from this module); saving it here too would clash
@@ -281,7 +326,8 @@ class HVPSDataModule(L.LightningDataModule):
             raise HVPSError(f"targets must be 'all' or 'semantic', got {targets!r}")
         self.targets: Targets = targets
         self.reduced_decode = reduced_decode
-        self.collate = ClipCollate(self._spec.ignore_label, self._spec.label_divisor)
+        self.normalize_on_device = normalize_on_device
+        self.collate = ClipCollate(self._spec.ignore_label, self._spec.label_divisor, not normalize_on_device)
         self.datasets: dict[str, ClipDataset] = {}
         # Fail fast on an impossible class mapping rather than in the first batch.
         if self.source_spec.name != self._spec.name:
@@ -380,6 +426,13 @@ class HVPSDataModule(L.LightningDataModule):
             persistent_workers=self.num_workers > 0,
             worker_init_fn=_one_thread_per_worker if self.num_workers > 0 else None,
         )
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """With ``normalize_on_device``, normalise the batch's uint8 frames where they now are."""
+        frames = batch.get("frames") if isinstance(batch, dict) else None
+        if isinstance(frames, torch.Tensor) and frames.dtype == torch.uint8:
+            batch["frames"] = normalize_batch_frames(frames, [m["input_size"] for m in batch["meta"]])
+        return batch
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled training items (``clips_per_item`` clips each)."""

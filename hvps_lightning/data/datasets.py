@@ -372,26 +372,35 @@ class ClipDataset(Dataset):
         """Load, check, transform and package the clip of frame ``target`` of sequence number ``sequence``."""
         seq = self.sequences[sequence]
         cache = {} if cache is None else cache
-        # Frames and labels come out of the loaders at the transform's size already (the
-        # transform's resize is then a no-op), decoded smaller where `reduced_decode` allows.
-        size = self.transform.image_size if self.transform is not None else None
+        transform = self.transform
+        image_size = transform.image_size if transform is not None else None
+        # Training at a fixed size draws the augmentation first, so that each frame is resized
+        # once, from its decoded size straight to the draw's scaled size.
+        draw = None
+        if transform is not None and transform.train and image_size is not None:
+            draw = transform.draw(seed, *image_size)
+        size = draw.scaled_size if draw is not None else image_size
+        min_decode = image_size if self.reduced_decode else None  # never coarser than image_size
+
+        def decoded(i: int) -> DecodedImage:
+            if i not in cache:
+                cache[i] = decode_image(seq.frames[i].image, min_decode)
+            return cache[i]
+
         target_frame = seq.frames[target]
-        reduced = self.reduced_decode
         mots = self._mots[sequence]
-        loaded = load_frame(self.source_spec, seq, target_frame, mots, size=size, reduced_decode=reduced)
-        cache[target] = DecodedImage(loaded.image, loaded.size)
+        loaded = load_frame(self.source_spec, seq, target_frame, mots, size=size, image=decoded(target))
         indices = self.clip_indices(sequence, target)
         for i in indices:
-            if i not in cache:
-                decoded = decode_image(seq.frames[i].image, size if reduced else None)
-                cache[i] = DecodedImage(resize_to(decoded.pixels, size), decoded.size)
-            if cache[i].size != loaded.size:
-                (height, width), (other_h, other_w) = loaded.size, cache[i].size
+            if decoded(i).size != loaded.size:
+                (height, width), (other_h, other_w) = loaded.size, decoded(i).size
                 raise HVPSError(
                     f"{seq.frames[i].image}: size {other_w}x{other_h} differs from "
                     f"{target_frame.image} ({width}x{height}) of the same sequence"
                 )
-        frames = np.stack([cache[i].pixels for i in indices])
+        frames = np.stack(
+            [loaded.image if i == target else resize_to(decoded(i).pixels, size) for i in indices]
+        )
         labelled = loaded.semantic is not None and loaded.instance is not None
         spec = self.spec
         if self.targets == "semantic":
@@ -399,8 +408,10 @@ class ClipDataset(Dataset):
         else:
             labels = self._panoptic(loaded.semantic, loaded.instance, frames.shape[1:3])
             fill = spec.ignore_label * spec.label_divisor
-        if self.transform is not None:
-            frames, labels = self.transform(frames, labels, seed, ignore_value=fill)
+        if draw is not None:
+            frames, labels = transform.apply(frames, labels, draw, ignore_value=fill)
+        elif transform is not None:  # evaluation, or training at the native size
+            frames, labels = transform(frames, labels, seed, ignore_value=fill)
         if self.targets == "semantic":
             target_dict = semantic_targets(labels)
         else:

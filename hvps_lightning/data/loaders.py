@@ -450,7 +450,7 @@ def load_frame(
     mots_objects: Mapping[int, Sequence[MOTSObject]] | None = None,
     with_labels: bool = True,
     size: Sequence[int] | None = None,
-    reduced_decode: bool = False,
+    image: DecodedImage | None = None,
 ) -> LoadedFrame:
     """Read a frame's image and (when ``with_labels``) its labels, running every per-file check.
 
@@ -466,26 +466,26 @@ def load_frame(
         with_labels: read the labels too.
         size: (height, width) to resize the image (bilinear) and labels (nearest) to;
             ``None``: the image's own size.
-        reduced_decode: decode a JPEG at 1/2, 1/4 or 1/8 of its size when ``size`` allows
-            (:func:`decode_image`): faster, pixels slightly different from a full decode.
+        image: the frame's image, already decoded (e.g. at a reduced size by
+            :func:`decode_image`); ``None`` decodes it whole here.
 
     Raises:
         HVPSError: with the same one-line message ``hvps data check`` prints for this file.
     """
-    decoded = decode_image(frame.image, size if reduced_decode else None)
-    image, full = resize_to(decoded.pixels, size), decoded.size
+    decoded = image if image is not None else decode_image(frame.image)
+    pixels, full = resize_to(decoded.pixels, size), decoded.size
     if not with_labels or not sequence.labelled:
-        return LoadedFrame(image, None, None, full)
+        return LoadedFrame(pixels, None, None, full)
     if sequence.mots_txt is not None and spec.layout == "mots":
         if frame.number is None:
             raise HVPSError(f"{frame.image}: frame file names must be frame numbers")
         objects = (mots_objects or {}).get(frame.number, ())
         semantic, instance = mots_labels(objects, full, sequence.mots_txt, frame.number, frame.image, size)
-        return LoadedFrame(image, semantic, instance, full)
+        return LoadedFrame(pixels, semantic, instance, full)
     if frame.coco is not None:
         semantic, instance = read_coco_labels(sequence, frame, spec, full, size)
-        return LoadedFrame(image, semantic, instance, full)
+        return LoadedFrame(pixels, semantic, instance, full)
     if frame.label is None:
-        return LoadedFrame(image, None, None, full)
+        return LoadedFrame(pixels, None, None, full)
     semantic, instance = read_step_labels(frame.label, spec, full, frame.image, size)
-    return LoadedFrame(image, semantic, instance, full)
+    return LoadedFrame(pixels, semantic, instance, full)

@@ -51,16 +51,43 @@ _YIQ_TO_RGB = np.linalg.inv(_RGB_TO_YIQ)
 
 @dataclass(frozen=True)
 class _Axis:
-    """Where one axis of the scaled image lands in the output: a crop start or centred padding."""
+    """One axis of a draw: the output size, the scaled size, and a crop start or centred padding."""
 
+    size: int
     scaled: int
     crop: int = 0
     pad_before: int = 0
     pad_after: int = 0
 
 
+@dataclass(frozen=True)
+class Draw:
+    """The random augmentation of one clip (see :meth:`ClipTransform.draw`).
+
+    Attributes:
+        rows: the vertical axis: output height, scaled height, crop or padding.
+        cols: the horizontal axis.
+        flip: a horizontal flip.
+        colour: the colour jitter's 3x3 gain and contrast weight, or ``None``.
+    """
+
+    rows: _Axis
+    cols: _Axis
+    flip: bool
+    colour: tuple[np.ndarray, float] | None
+
+    @property
+    def scaled_size(self) -> tuple[int, int]:
+        """(height, width) the frames are resized to before the crop or padding."""
+        return self.rows.scaled, self.cols.scaled
+
+
 class ClipTransform:
     """Resize / random scale and crop / flip / colour jitter, identical for every frame of a clip.
+
+    Calling the transform resizes a clip to ``image_size`` and, when training, applies one random
+    draw. A loader that knows the draw beforehand (:meth:`draw`) can resize the decoded frames
+    straight to :attr:`Draw.scaled_size` and call :meth:`apply`: one resize instead of two.
 
     Args:
         image_size: output ``(height, width)``; ``None`` keeps each clip's native size (the
@@ -121,27 +148,48 @@ class ClipTransform:
         labels = resize_to(labels, self.image_size, nearest=True)
         if not self.train:
             return frames, labels
-        fill = self.ignore_value if ignore_value is None else int(ignore_value)
-        rng = self._rng if seed is None else np.random.default_rng(int(seed))
-        height, width = frames.shape[1:3]
-        rows, cols = self._draw_axes(rng, height, width)
-        flip = self.hflip and bool(rng.random() < 0.5)
-        colour = self._draw_colour(rng)
-        out = np.empty_like(frames)
-        for frame, slot in zip(frames, out, strict=True):  # each step writes the next one's input
-            if colour is None:
-                self._geometry(frame, rows, cols, flip, cv2.INTER_LINEAR, _PAD_COLOUR, slot)
-            else:
-                moved = self._geometry(frame, rows, cols, flip, cv2.INTER_LINEAR, _PAD_COLOUR)
-                _apply_colour(moved, *colour, slot)
-        labels = self._geometry(labels, rows, cols, flip, cv2.INTER_NEAREST, fill)
-        return out, np.ascontiguousarray(labels)
+        draw = self.draw(seed, frames.shape[1], frames.shape[2])
+        if draw.scaled_size != tuple(frames.shape[1:3]):
+            frames = np.stack([resize_to(frame, draw.scaled_size) for frame in frames])
+            labels = resize_to(labels, draw.scaled_size, nearest=True)
+        return self.apply(frames, labels, draw, ignore_value)
 
-    def _draw_axes(self, rng: np.random.Generator, height: int, width: int) -> tuple[_Axis, _Axis]:
+    def draw(self, seed: int | None, height: int, width: int) -> Draw:
+        """Draw the augmentation of one clip whose output is (height, width).
+
+        Args:
+            seed: seeds the draw; ``None`` takes it from the transform's own stream.
+            height: the output height (``image_size``, or the clip's native height).
+            width: the output width.
+        """
+        rng = self._rng if seed is None else np.random.default_rng(int(seed))
         if self.scale_range == (1.0, 1.0):
-            return _Axis(height), _Axis(width)
-        scale = float(rng.uniform(*self.scale_range))
-        return _draw_axis(rng, height, scale), _draw_axis(rng, width, scale)
+            rows, cols = _Axis(height, height), _Axis(width, width)
+        else:
+            scale = float(rng.uniform(*self.scale_range))
+            rows, cols = _draw_axis(rng, height, scale), _draw_axis(rng, width, scale)
+        flip = self.hflip and bool(rng.random() < 0.5)
+        return Draw(rows, cols, flip, self._draw_colour(rng))
+
+    def apply(
+        self, frames: np.ndarray, labels: np.ndarray, draw: Draw, ignore_value: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Apply a draw to a clip already resized to ``draw.scaled_size``: crop or pad, flip, colours.
+
+        Returns:
+            ``(frames (T, H, W, 3) uint8, labels (H, W) int32)`` at the draw's output size.
+        """
+        if tuple(frames.shape[1:3]) != draw.scaled_size or tuple(labels.shape) != draw.scaled_size:
+            got = (tuple(frames.shape), tuple(labels.shape))
+            raise ValueError(f"apply needs a clip of size {draw.scaled_size}, got frames and labels of {got}")
+        fill = self.ignore_value if ignore_value is None else int(ignore_value)
+        out = np.empty((len(frames), draw.rows.size, draw.cols.size, 3), dtype=np.uint8)
+        for frame, slot in zip(frames, out, strict=True):  # each step writes the next one's input
+            if draw.colour is None:
+                _place(frame, draw, _PAD_COLOUR, slot)
+            else:
+                _apply_colour(_place(frame, draw, _PAD_COLOUR), *draw.colour, slot)
+        return out, np.ascontiguousarray(_place(labels, draw, (fill,) * 4))
 
     def _draw_colour(self, rng: np.random.Generator) -> tuple[np.ndarray, float] | None:
         """Draw brightness, contrast, saturation and hue: one 3x3 gain and the contrast's weight."""
@@ -162,41 +210,6 @@ class ClipTransform:
         gain = contrast * brightness * (hue_turn @ grey_blend)
         return gain, (1.0 - contrast) * brightness
 
-    @staticmethod
-    def _geometry(
-        image: np.ndarray,
-        rows: _Axis,
-        cols: _Axis,
-        flip: bool,
-        interpolation: int,
-        fill: object,
-        dst: np.ndarray | None = None,
-    ) -> np.ndarray:
-        """Scale, crop or pad, and flip one frame or label map; into ``dst`` if given, else maybe a view."""
-        height, width = image.shape[:2]
-        if (rows.scaled, cols.scaled) != (height, width):
-            image = cv2.resize(image, (cols.scaled, rows.scaled), interpolation=interpolation)
-        keep_h = height - rows.pad_before - rows.pad_after
-        keep_w = width - cols.pad_before - cols.pad_after
-        image = image[rows.crop : rows.crop + keep_h, cols.crop : cols.crop + keep_w]
-        if rows.pad_before or rows.pad_after or cols.pad_before or cols.pad_after:
-            value = fill if image.ndim == 3 else (fill, fill, fill, fill)
-            image = cv2.copyMakeBorder(
-                image,
-                rows.pad_before,
-                rows.pad_after,
-                cols.pad_before,
-                cols.pad_after,
-                cv2.BORDER_CONSTANT,
-                value=value,
-            )
-        if flip:
-            return cv2.flip(image, 1) if dst is None else cv2.flip(image, 1, dst=dst)
-        if dst is None:
-            return image
-        dst[...] = image
-        return dst
-
     def __repr__(self) -> str:
         steps = []
         if self.image_size is not None:
@@ -215,9 +228,29 @@ def _draw_axis(rng: np.random.Generator, size: int, scale: float) -> _Axis:
     """Scale one axis; crop a random window of ``size`` from it, or pad it back to ``size`` centred."""
     scaled = max(1, round(size * scale))
     if scaled >= size:
-        return _Axis(scaled, crop=int(rng.integers(0, scaled - size + 1)))
+        return _Axis(size, scaled, crop=int(rng.integers(0, scaled - size + 1)))
     before = (size - scaled) // 2
-    return _Axis(scaled, pad_before=before, pad_after=size - scaled - before)
+    return _Axis(size, scaled, pad_before=before, pad_after=size - scaled - before)
+
+
+def _place(image: np.ndarray, draw: Draw, fill: object, dst: np.ndarray | None = None) -> np.ndarray:
+    """Crop or pad a scaled frame or label map to the draw's output, and flip it; into ``dst`` if given.
+
+    Without ``dst`` the result may be a view of ``image``.
+    """
+    rows, cols = draw.rows, draw.cols
+    keep_h = rows.size - rows.pad_before - rows.pad_after
+    keep_w = cols.size - cols.pad_before - cols.pad_after
+    image = image[rows.crop : rows.crop + keep_h, cols.crop : cols.crop + keep_w]
+    if rows.pad_before or rows.pad_after or cols.pad_before or cols.pad_after:
+        borders = (rows.pad_before, rows.pad_after, cols.pad_before, cols.pad_after)
+        image = cv2.copyMakeBorder(image, *borders, cv2.BORDER_CONSTANT, value=fill)
+    if draw.flip:
+        return cv2.flip(image, 1) if dst is None else cv2.flip(image, 1, dst=dst)
+    if dst is None:
+        return image
+    dst[...] = image
+    return dst
 
 
 def _apply_colour(frame: np.ndarray, gain: np.ndarray, contrast_weight: float, dst: np.ndarray) -> None:

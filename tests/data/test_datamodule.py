@@ -218,6 +218,7 @@ class _TinyModel(L.LightningModule):
         self.seen: list[tuple[str, int]] = []
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        assert batch["frames"].dtype == torch.float32 and batch["frames"].shape[2:] == (3, 48, 80)
         target_frames = batch["frames"][:, batch["target_index"]]
         loss = self.layer(target_frames).mean() + sum(t["masks"].float().mean() for t in batch["targets"]) * 0
         return loss
@@ -229,10 +230,12 @@ class _TinyModel(L.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.01)
 
 
-def test_lightning_trainer_runs_on_the_datamodule(synth_mot_step_root: Path, tmp_path: Path) -> None:
-    dm = HVPSDataModule(
-        finetune_stage="mot_step", root=str(synth_mot_step_root), image_size=(48, 80), batch_size=2
-    )
+@pytest.mark.parametrize("on_device", [False, True])
+def test_lightning_trainer_runs_on_the_datamodule(
+    synth_mot_step_root: Path, tmp_path: Path, on_device: bool
+) -> None:
+    dm = HVPSDataModule(finetune_stage="mot_step", root=str(synth_mot_step_root), image_size=(48, 80),
+                        batch_size=2, normalize_on_device=on_device)  # fmt: skip
     model = _TinyModel()
     trainer = L.Trainer(
         max_epochs=1,
@@ -293,3 +296,23 @@ def test_semantic_targets_hold_the_same_semantic_map_and_nothing_else(synth_mot_
     assert set(padded) == {"semantic"} and padded["semantic"][:, 3].tolist() == [255, 255, 255]
     with pytest.raises(HVPSError, match="targets must be 'all' or 'semantic'"):
         HVPSDataModule(targets="boxes")  # type: ignore[arg-type]
+
+
+def test_normalising_on_the_device_gives_the_same_batches(synth_kitti_step_root: Path) -> None:
+    options: dict[str, Any] = {"finetune_stage": "kitti_step", "root": str(synth_kitti_step_root),
+                               "image_size": (48, 80), "batch_size": 3, "clip_length": 2}  # fmt: skip
+    host, device = HVPSDataModule(**options), HVPSDataModule(**options, normalize_on_device=True)
+    for dm in (host, device):
+        dm.setup("validate")
+    for a, b in zip(host.val_dataloader(), device.val_dataloader(), strict=True):
+        assert b["frames"].dtype == torch.uint8 and b["frames"].shape[1:] == (2, 48, 80, 3)
+        b = device.on_after_batch_transfer(b, 0)
+        assert torch.equal(a["frames"], b["frames"])
+    # clips of different sizes: the padding is 0 after normalisation too
+    dataset = device.dataset("val")
+    small = {**dataset[3][0], "frames": dataset[3][0]["frames"][:, :40, :70]}
+    small["meta"] = {**small["meta"], "input_size": (40, 70)}
+    items = [dataset[0], [small]]
+    expected = ClipCollate(255, 1000)(items)
+    got = ClipCollate(255, 1000, normalize=False)(items)
+    assert torch.equal(device.on_after_batch_transfer(got, 0)["frames"], expected["frames"])
