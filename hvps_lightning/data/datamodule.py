@@ -44,7 +44,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, get_worker
 
 from hvps_lightning.data.datasets import ClipDataset, ClipMode, Targets
 from hvps_lightning.data.specs import DatasetSpec, get_spec, stage_spec
-from hvps_lightning.data.transforms import IMAGENET_MEAN, IMAGENET_STD, ClipTransform, normalize_frames
+from hvps_lightning.data.transforms import ClipTransform, normalize_batch_frames, normalize_frames
 from hvps_lightning.errors import HVPSError
 
 FinetuneStage = Literal["kitti_panoptic", "kitti_step", "mot_step"]
@@ -161,25 +161,6 @@ def _new_batch(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
         return torch.empty(shape, dtype=dtype)
     storage = torch.empty(0, dtype=dtype)._typed_storage()._new_shared(math.prod(shape))
     return torch.empty(0, dtype=dtype).new(storage).resize_(shape)
-
-
-def normalize_batch_frames(frames: torch.Tensor, input_sizes: Sequence[Sequence[int]]) -> torch.Tensor:
-    """Normalise a batch collated with ``normalize=False`` on its device.
-
-    uint8 (B, T, H, W, 3) -> float32 (B, T, 3, H, W), the values the collate function computes.
-
-    Args:
-        frames: the uint8 frames.
-        input_sizes: each clip's (h, w) before padding (``meta["input_size"]``); the padding is 0.
-    """
-    mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32, device=frames.device).view(1, 1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, dtype=torch.float32, device=frames.device).view(1, 1, 3, 1, 1)
-    # the operations (and their order) of the per-pixel formula the collate's table was built with
-    out = frames.permute(0, 1, 4, 2, 3).float().div_(255.0).sub_(mean).div_(std)
-    for clip, (height, width) in zip(out, input_sizes, strict=True):
-        clip[:, :, height:, :] = 0.0
-        clip[:, :, :, width:] = 0.0
-    return out.contiguous()
 
 
 def _pad(tensor: torch.Tensor, height: int, width: int, value: float) -> torch.Tensor:

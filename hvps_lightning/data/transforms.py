@@ -260,17 +260,24 @@ def _apply_colour(frame: np.ndarray, gain: np.ndarray, contrast_weight: float, d
     cv2.transform(frame, matrix.astype(np.float32), dst=dst)
 
 
+def _normalise(values: torch.Tensor, channel_dim: int) -> torch.Tensor:
+    """The normalisation, ``(x / 255 - IMAGENET_MEAN) / IMAGENET_STD``, in place on float32 values.
+
+    The one place of the formula: the collate function's table and the on-device normalisation
+    both come from it, so they give the same float32 bits.
+    """
+    shape = [1] * values.dim()
+    shape[channel_dim] = 3
+    mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32, device=values.device).view(shape)
+    std = torch.tensor(IMAGENET_STD, dtype=torch.float32, device=values.device).view(shape)
+    return values.div_(255.0).sub_(mean).div_(std)
+
+
 @cache
 def _normalisation_table() -> np.ndarray:
-    """(3, 256) float32: each channel's normalised value of every uint8 level.
-
-    Computed with the tensor operations that normalise a frame pixel by pixel, so a table
-    lookup gives the same float32 bits in one pass instead of four.
-    """
-    levels = torch.arange(256, dtype=torch.float32).view(1, 1, 1, 256).repeat(1, 3, 1, 1)
-    mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, dtype=torch.float32).view(1, 3, 1, 1)
-    return levels.div_(255.0).sub_(mean).div_(std).view(3, 256).numpy().copy()
+    """(3, 256) float32: each channel's normalised value of every uint8 level (one pass instead of four)."""
+    levels = torch.arange(256, dtype=torch.float32).repeat(3, 1)
+    return _normalise(levels, channel_dim=0).numpy().copy()
 
 
 def normalize_frames(frames: np.ndarray | torch.Tensor, out: np.ndarray | None = None) -> torch.Tensor:
@@ -293,6 +300,19 @@ def normalize_frames(frames: np.ndarray | torch.Tensor, out: np.ndarray | None =
         for c, plane in enumerate(cv2.split(frames[t])):
             cv2.LUT(plane, table[c : c + 1], dst=out[t, c])
     return torch.from_numpy(out)
+
+
+def normalize_batch_frames(frames: torch.Tensor, input_sizes: Sequence[Sequence[int]]) -> torch.Tensor:
+    """Normalise a batch of uint8 frames where it is (the device): (B, T, H, W, 3) -> float32 (B, T, 3, H, W).
+
+    The values are :func:`normalize_frames`'. Each clip's padding beyond its ``input_sizes``
+    entry (h, w) becomes 0, as the collate function pads normalised frames.
+    """
+    out = _normalise(frames.permute(0, 1, 4, 2, 3).float(), channel_dim=2)
+    for clip, (height, width) in zip(out, input_sizes, strict=True):
+        clip[:, :, height:, :] = 0.0
+        clip[:, :, :, width:] = 0.0
+    return out.contiguous()
 
 
 def denormalize_frames(frames: torch.Tensor) -> torch.Tensor:
