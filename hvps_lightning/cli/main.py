@@ -24,7 +24,7 @@ LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 #: command -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("hvps_lightning.cli.synth", "write a synthetic dataset in an official layout"),
-    "data": ("hvps_lightning.data.check", "check a dataset root (hvps data check)"),
+    "data": ("hvps_lightning.cli.data", "check a dataset root, or write a resized copy of it (check|cache)"),
     "evaluate": ("hvps_lightning.cli.evaluate", "STQ / MOTS metrics from folders of results"),
     "track": ("hvps_lightning.cli.track", "track a detection cache; write MOTS txt / STEP PNGs"),
     "sweep": ("hvps_lightning.cli.sweep", "tracker hyperparameter sweeps on a detection cache"),

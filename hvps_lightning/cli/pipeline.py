@@ -163,7 +163,7 @@ def render_overlays(
     image_dir: Path, step_dir: Path, dataset: str, gif_path: Path, fps: float = 6.0, max_frames: int = 120
 ) -> Path:
     """Write a GIF of the fused STEP predictions of one sequence over its images."""
-    from hvps_lightning.data.check import read_image
+    from hvps_lightning.data.loaders import read_image
     from hvps_lightning.formats.step_png import read_step_png
     from hvps_lightning.viz.overlay import overlay_panoptic
     from hvps_lightning.viz.video import write_gif

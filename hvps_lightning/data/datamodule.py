@@ -1,14 +1,14 @@
 """``HVPSDataModule``: one DataModule for every finetuning stage and both models.
 
-``stage`` picks the dataset, its spec and the class handling:
+``finetune_stage`` picks the dataset, its spec and the class handling:
 
-| stage | dataset (default root) | label space |
+| finetune_stage | dataset (default root) | label space |
 |---|---|---|
 | ``kitti_panoptic`` | KITTI panoptic, COCO panoptic (``data/kitti_panoptic``) | Cityscapes-19 |
 | ``kitti_step`` | KITTI-STEP (``data/kitti_step``) | Cityscapes-19 |
 | ``mot_step`` | MOTChallenge-STEP (``data/motchallenge_step``) | MOTChallenge-STEP-7 |
 
-so moving to the next stage is one config change (``stage`` and, for a non-default
+so moving to the next stage is one config change (``finetune_stage`` and, for a non-default
 location, ``root``). ``dataset`` reads another dataset in the stage's label space through the
 class maps of :mod:`hvps_lightning.structures.specs` (e.g. ``dataset: mots`` under ``mot_step``:
 MOTS20 pedestrians become persons, everything else void).
@@ -27,11 +27,12 @@ Example (YAML, ``hvps fit --config``)::
 
     data:
       class_path: hvps_lightning.data.datamodule.HVPSDataModule
-      init_args: {stage: mot_step, root: data/motchallenge_step, image_size: [192, 320]}
+      init_args: {finetune_stage: mot_step, root: data/motchallenge_step, image_size: [192, 320]}
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -39,14 +40,14 @@ from typing import Any, Literal
 import lightning as L
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, get_worker_info
 
-from hvps_lightning.data.datasets import ClipDataset, ClipMode
-from hvps_lightning.data.transforms import ClipTransform
+from hvps_lightning.data.datasets import ClipDataset, ClipMode, Targets
+from hvps_lightning.data.transforms import ClipTransform, normalize_batch_frames, normalize_frames
 from hvps_lightning.errors import HVPSError
 from hvps_lightning.structures.specs import DatasetSpec, get_spec, stage_spec
 
-Stage = Literal["kitti_panoptic", "kitti_step", "mot_step"]
+FinetuneStage = Literal["kitti_panoptic", "kitti_step", "mot_step"]
 DatasetName = Literal["kitti_panoptic", "kitti_step", "motchallenge_step", "mots"]
 Role = Literal["train", "val", "test", "predict"]
 
@@ -54,18 +55,24 @@ Role = Literal["train", "val", "test", "predict"]
 class ClipCollate:
     """Batch items (lists of clip dicts) into the ARCHITECTURE.md batch.
 
-    Clips of different sizes (native-size KITTI frames differ by a few pixels) are padded at
+    The clips' uint8 frames are normalised straight into the batch tensor (no float copy per
+    clip). Clips of different sizes (native-size KITTI frames differ by a few pixels) are padded at
     the bottom/right to the largest: frames with 0 (the normalised mean colour), ``semantic``
     with the ignore label, ``panoptic`` with ``ignore_label * divisor``, masks with 0.
+
+    With ``normalize=False`` the batch keeps the uint8 frames, (B, T, H, W, 3) padded with 0,
+    for :func:`normalize_batch_frames` to finish on the device.
 
     Args:
         ignore_label: the semantic void label of the spec.
         label_divisor: the spec's panoptic label divisor.
+        normalize: normalise the frames here (``False``: leave it to the device).
     """
 
-    def __init__(self, ignore_label: int = 255, label_divisor: int = 1000) -> None:
+    def __init__(self, ignore_label: int = 255, label_divisor: int = 1000, normalize: bool = True) -> None:
         self.ignore_label = ignore_label
         self.label_divisor = label_divisor
+        self.normalize = normalize
 
     def __call__(self, items: Sequence[Sequence[dict[str, Any]]]) -> dict[str, Any]:
         """Collate ``items`` (each a list of clips of one sequence) into one batch."""
@@ -80,9 +87,9 @@ class ClipCollate:
         target_indices = {int(c["target_index"]) for c in clips}
         if len(target_indices) != 1:
             raise ValueError(f"clips of one batch have different target indices {sorted(target_indices)}")
-        height = max(int(c["frames"].shape[-2]) for c in clips)
-        width = max(int(c["frames"].shape[-1]) for c in clips)
-        frames = torch.stack([_pad(c["frames"], height, width, 0.0) for c in clips])
+        height = max(int(c["frames"].shape[1]) for c in clips)
+        width = max(int(c["frames"].shape[2]) for c in clips)
+        frames = _batch_frames([c["frames"] for c in clips], height, width, self.normalize)
         targets = [self._pad_target(c["target"], height, width) for c in clips]
         return {"frames": frames, "target_index": target_indices.pop(), "targets": targets, "meta": metas}
 
@@ -91,11 +98,9 @@ class ClipCollate:
     ) -> dict[str, torch.Tensor]:
         if tuple(target["semantic"].shape) == (height, width):
             return target
-        padded = dict(target)
-        padded["masks"] = _pad(target["masks"], height, width, 0)
-        padded["semantic"] = _pad(target["semantic"], height, width, self.ignore_label)
-        padded["panoptic"] = _pad(target["panoptic"], height, width, self.ignore_label * self.label_divisor)
-        return padded
+        fill = {"masks": 0, "semantic": self.ignore_label, "panoptic": self.ignore_label * self.label_divisor}
+        # a semantic-only target (targets="semantic") holds no masks or panoptic map
+        return {key: _pad(v, height, width, fill[key]) if key in fill else v for key, v in target.items()}
 
 
 class ContiguousDistributedSampler(DistributedSampler):
@@ -117,11 +122,62 @@ class ContiguousDistributedSampler(DistributedSampler):
         return iter([min(i, size - 1) for i in range(start, start + self.num_samples)])
 
 
+def _batch_frames(clips: Sequence[torch.Tensor], height: int, width: int, normalize: bool) -> torch.Tensor:
+    """(B, T, 3, H, W) float32 from B clips of uint8 (T, h, w, 3) frames, normalised straight into the batch.
+
+    A clip smaller than (H, W) is padded at the bottom/right with 0 (the normalised mean colour).
+    Without ``normalize``: the uint8 frames, (B, T, H, W, 3), padded with 0.
+    """
+    length = int(clips[0].shape[0])
+    if any(int(clip.shape[0]) != length for clip in clips):
+        lengths = sorted({int(clip.shape[0]) for clip in clips})
+        raise ValueError(f"clips of one batch have different lengths {lengths}")
+    if not normalize:
+        frames = _new_batch((len(clips), length, height, width, 3), torch.uint8)
+        for slot, clip in zip(frames, clips, strict=True):
+            if tuple(clip.shape[1:3]) != (height, width):
+                slot.zero_()
+            slot[:, : clip.shape[1], : clip.shape[2]] = clip
+        return frames
+    tensor = _new_batch((len(clips), length, 3, height, width), torch.float32)
+    batch = tensor.numpy()
+    for slot, clip in zip(batch, clips, strict=True):
+        h, w = int(clip.shape[1]), int(clip.shape[2])
+        if (h, w) == (height, width):
+            normalize_frames(clip, out=slot)
+            continue
+        slot.fill(0.0)
+        slot[:, :, :h, :w] = normalize_frames(clip).numpy()
+    return tensor
+
+
+def _new_batch(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    """An uninitialised batch tensor; in shared memory inside a DataLoader worker.
+
+    Sending the batch to the main process then copies nothing (torch's ``default_collate`` does
+    the same).
+    """
+    if get_worker_info() is None:
+        return torch.empty(shape, dtype=dtype)
+    storage = torch.empty(0, dtype=dtype)._typed_storage()._new_shared(math.prod(shape))
+    return torch.empty(0, dtype=dtype).new(storage).resize_(shape)
+
+
 def _pad(tensor: torch.Tensor, height: int, width: int, value: float) -> torch.Tensor:
     pad_h, pad_w = height - tensor.shape[-2], width - tensor.shape[-1]
     if pad_h == 0 and pad_w == 0:
         return tensor
     return F.pad(tensor, (0, pad_w, 0, pad_h), value=value)
+
+
+def _one_thread_per_worker(worker_id: int) -> None:
+    """Keep each DataLoader worker to one OpenCV thread, as PyTorch does for its own ops.
+
+    Several workers each running OpenCV's thread pool would fight over the same cores.
+    """
+    import cv2
+
+    cv2.setNumThreads(1)
 
 
 def collate_clips(
@@ -138,7 +194,7 @@ class HVPSDataModule(L.LightningDataModule):
     """Clips of STEP / KITTI panoptic / MOTS datasets for the MOTS and the semantic models.
 
     Args:
-        stage: finetuning stage: ``kitti_panoptic``, ``kitti_step`` or ``mot_step``; selects the
+        finetune_stage: the finetuning stage: ``kitti_panoptic``, ``kitti_step`` or ``mot_step``; selects the
             label space (spec) and the default dataset.
         root: dataset root (default ``data/<dataset name>``).
         dataset: the dataset the root holds, if not the stage's own (``mots``: MOTS20 or
@@ -151,8 +207,9 @@ class HVPSDataModule(L.LightningDataModule):
         clips_per_item: clips per training item (val/test/predict use 1).
         clip_gap: (min, max) frames between the targets of the clips of one training item.
         image_size: (height, width) all frames are resized to; ``None`` keeps the native size.
-        augment: random augmentation for training (scale/crop needs ``image_size``).
-        scale_range: random scale factors before cropping back to ``image_size``.
+        augment: random augmentation for training.
+        scale_range: random scale factors before cropping back to ``image_size`` (or, when it
+            is ``None``, to the frame's native size).
         hflip: random horizontal flips.
         color_jitter: colour jitter strength (0: off).
         train_split: split for ``fit``.
@@ -164,11 +221,21 @@ class HVPSDataModule(L.LightningDataModule):
         max_sequences: keep only the first N sequences of every split (fast runs).
         max_frames: keep only the first N frames of every sequence (fast runs).
         pin_memory: DataLoader ``pin_memory``.
+        targets: what each clip's ``target`` holds: ``all`` (instances, boxes, masks, track ids,
+            identities, ``semantic``, ``panoptic``: the MOTS model) or ``semantic`` (the semantic
+            map alone: the semantic model, which reads nothing else; skips building the rest).
+        reduced_decode: decode JPEG frames at 1/2, 1/4 or 1/8 of their size when ``image_size``
+            allows (within 1 %): faster loading, pixels slightly different from a full decode
+            followed by the resize. PNG frames are always decoded whole.
+        normalize_on_device: the DataLoader yields uint8 frames (B, T, H, W, 3), a quarter of
+            the bytes, and :meth:`on_after_batch_transfer` normalises them on the device into
+            the same float32 (B, T, 3, H, W) the model gets otherwise; the workers skip the
+            normalisation.
     """
 
     def __init__(
         self,
-        stage: Stage = "mot_step",
+        finetune_stage: FinetuneStage = "mot_step",
         root: str | None = None,
         dataset: DatasetName | None = None,
         batch_size: int = 2,
@@ -191,13 +258,16 @@ class HVPSDataModule(L.LightningDataModule):
         max_sequences: int | None = None,
         max_frames: int | None = None,
         pin_memory: bool = False,
+        targets: Targets = "all",
+        reduced_decode: bool = False,
+        normalize_on_device: bool = False,
     ) -> None:
         super().__init__()
         # the model owns `dataset` (linked from this module); saving it here too would clash
         # with the model's value when Lightning merges both hparams
         self.save_hyperparameters(ignore=["dataset"])
-        self.stage = stage
-        self._spec = stage_spec(stage)
+        self.finetune_stage = finetune_stage
+        self._spec = stage_spec(finetune_stage)
         self.source_spec = get_spec(dataset) if dataset is not None else self._spec
         self.root = Path(root) if root is not None else Path("data") / self.source_spec.name
         if batch_size < 1:
@@ -233,7 +303,12 @@ class HVPSDataModule(L.LightningDataModule):
         self.max_sequences = max_sequences
         self.max_frames = max_frames
         self.pin_memory = pin_memory
-        self.collate = ClipCollate(self._spec.ignore_label, self._spec.label_divisor)
+        if targets not in ("all", "semantic"):
+            raise HVPSError(f"targets must be 'all' or 'semantic', got {targets!r}")
+        self.targets: Targets = targets
+        self.reduced_decode = reduced_decode
+        self.normalize_on_device = normalize_on_device
+        self.collate = ClipCollate(self._spec.ignore_label, self._spec.label_divisor, not normalize_on_device)
         self.datasets: dict[str, ClipDataset] = {}
         # Fail fast on an impossible class mapping rather than in the first batch.
         if self.source_spec.name != self._spec.name:
@@ -294,6 +369,8 @@ class HVPSDataModule(L.LightningDataModule):
                 sequences=self.sequences.get(role),
                 max_sequences=self.max_sequences,
                 max_frames=self.max_frames,
+                targets=self.targets,
+                reduced_decode=self.reduced_decode,
             )
         return self.datasets[role]
 
@@ -328,7 +405,15 @@ class HVPSDataModule(L.LightningDataModule):
             collate_fn=self.collate,
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
+            worker_init_fn=_one_thread_per_worker if self.num_workers > 0 else None,
         )
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """With ``normalize_on_device``, normalise the batch's uint8 frames where they now are."""
+        frames = batch.get("frames") if isinstance(batch, dict) else None
+        if isinstance(frames, torch.Tensor) and frames.dtype == torch.uint8:
+            batch["frames"] = normalize_batch_frames(frames, [m["input_size"] for m in batch["meta"]])
+        return batch
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled training items (``clips_per_item`` clips each)."""

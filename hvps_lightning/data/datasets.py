@@ -20,7 +20,7 @@ person, everything else void). Every file is checked when it is read, with the m
 Example:
     >>> ds = ClipDataset("motchallenge_step", "data/motchallenge_step", split="val")  # doctest: +SKIP
     >>> clip = ds[0][0]; clip["frames"].shape  # doctest: +SKIP
-    torch.Size([3, 3, 192, 320])
+    torch.Size([3, 192, 320, 3])
 """
 
 from __future__ import annotations
@@ -34,20 +34,13 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from hvps_lightning.data.check import (
-    FrameFiles,
-    SequenceFiles,
-    layout_splits,
-    load_frame,
-    load_sequence_mots,
-    read_image,
-    scan_root,
-)
+from hvps_lightning.data.layout import FrameFiles, SequenceFiles, layout_splits, scan_root
+from hvps_lightning.data.loaders import DecodedImage, decode_image, load_frame, load_sequence_mots, resize_to
 from hvps_lightning.data.transforms import (
     ClipTransform,
-    normalize_frames,
     panoptic_targets,
     remap_semantic,
+    semantic_targets,
     to_panoptic,
 )
 from hvps_lightning.errors import HVPSError
@@ -55,6 +48,9 @@ from hvps_lightning.formats.mots_txt import MOTSObject
 from hvps_lightning.structures.specs import DatasetSpec, SplitSpec, get_spec, label_lut
 
 ClipMode = Literal["previous", "centred"]
+#: which targets a clip carries: ``all`` (instances, boxes, masks, identities, semantic, panoptic)
+#: or ``semantic`` (the semantic map alone, for models that read nothing else).
+Targets = Literal["all", "semantic"]
 
 #: identities are ``sequence number * IDENTITY_STRIDE[spec] + panoptic id``; a panoptic id is
 #: below ``256 * label_divisor`` (semantic ids are 8-bit).
@@ -245,7 +241,8 @@ class ClipDataset(Dataset):
 
     ``dataset[i]`` is a list of ``clips_per_item`` clip dicts; the first clip targets the
     ``i``-th frame of the index (sequences in order, frames in order). A clip dict holds
-    ``frames`` float32 (T, 3, H, W) normalised, ``target`` (ARCHITECTURE.md target dict),
+    ``frames`` uint8 (T, H, W, 3) RGB (the collate function normalises them straight into the
+    batch's float32 (B, T, 3, H, W)), ``target`` (ARCHITECTURE.md target dict),
     ``meta`` (``sequence``, ``frame``, ``frame_index``, ``orig_size``, ``image_path``) and
     ``target_index``. :func:`hvps_lightning.data.datamodule.collate_clips` batches items.
 
@@ -264,6 +261,11 @@ class ClipDataset(Dataset):
         sequences: use exactly these sequences.
         max_sequences: keep the first N sequences.
         max_frames: keep the first N frames of each sequence.
+        targets: ``all`` (the full target dict) or ``semantic`` (``semantic`` only: no instance
+            masks, boxes or identities are built).
+        reduced_decode: decode JPEG frames at 1/2, 1/4 or 1/8 of their size when the
+            transform's ``image_size`` allows (faster; pixels differ slightly from a full decode
+            followed by the resize).
     """
 
     def __init__(
@@ -281,8 +283,12 @@ class ClipDataset(Dataset):
         sequences: Sequence[str] | None = None,
         max_sequences: int | None = None,
         max_frames: int | None = None,
+        targets: Targets = "all",
+        reduced_decode: bool = False,
     ) -> None:
         super().__init__()
+        if targets not in ("all", "semantic"):
+            raise HVPSError(f"targets must be 'all' or 'semantic', got {targets!r}")
         self.offsets = clip_offsets(clip_length, clip_mode, clip_stride)
         if clips_per_item < 1:
             raise HVPSError(f"clips_per_item must be >= 1, got {clips_per_item}")
@@ -297,6 +303,8 @@ class ClipDataset(Dataset):
         self.clips_per_item = clips_per_item
         self.clip_gap = (int(clip_gap[0]), int(clip_gap[1]))
         self.transform = transform
+        self.targets: Targets = targets
+        self.reduced_decode = reduced_decode
         self.sequences = self.index.sequences
         # MOTS layouts keep labels in one txt per sequence: read and validate them once.
         self._mots: list[dict[int, list[MOTSObject]]] = [
@@ -351,45 +359,81 @@ class ClipDataset(Dataset):
         targets = [target] + [
             self._other_target(sequence, target, rng) for _ in range(self.clips_per_item - 1)
         ]
-        images: dict[int, np.ndarray] = {}
+        images: dict[int, DecodedImage] = {}
         return [self.load_clip(sequence, t, int(rng.integers(0, 2**31 - 1)), images) for t in targets]
 
     def load_clip(
-        self, sequence: int, target: int, seed: int | None = None, cache: dict[int, np.ndarray] | None = None
+        self,
+        sequence: int,
+        target: int,
+        seed: int | None = None,
+        cache: dict[int, DecodedImage] | None = None,
     ) -> dict[str, Any]:
         """Load, check, transform and package the clip of frame ``target`` of sequence number ``sequence``."""
         seq = self.sequences[sequence]
         cache = {} if cache is None else cache
+        transform = self.transform
+        image_size = transform.image_size if transform is not None else None
+        # Training at a fixed size draws the augmentation first, so that each frame is resized
+        # once, from its decoded size straight to the draw's scaled size.
+        draw = None
+        if transform is not None and transform.train and image_size is not None:
+            draw = transform.draw(seed, *image_size)
+        size = draw.scaled_size if draw is not None else image_size
+        min_decode = image_size if self.reduced_decode else None  # never coarser than image_size
+
+        def decoded(i: int) -> DecodedImage:
+            if i not in cache:
+                cache[i] = decode_image(seq.frames[i].image, min_decode)
+            return cache[i]
+
         target_frame = seq.frames[target]
-        loaded = load_frame(self.source_spec, seq, target_frame, self._mots[sequence])
-        cache[target] = loaded.image
+        mots = self._mots[sequence]
+        loaded = load_frame(self.source_spec, seq, target_frame, mots, size=size, image=decoded(target))
         indices = self.clip_indices(sequence, target)
         for i in indices:
-            if i not in cache:
-                cache[i] = read_image(seq.frames[i].image)
-            if cache[i].shape != loaded.image.shape:
-                height, width = loaded.image.shape[:2]
+            if decoded(i).size != loaded.size:
+                (height, width), (other_h, other_w) = loaded.size, decoded(i).size
                 raise HVPSError(
-                    f"{seq.frames[i].image}: size {cache[i].shape[1]}x{cache[i].shape[0]} differs from "
+                    f"{seq.frames[i].image}: size {other_w}x{other_h} differs from "
                     f"{target_frame.image} ({width}x{height}) of the same sequence"
                 )
-        frames = np.stack([cache[i] for i in indices])
-        labelled = loaded.semantic is not None and loaded.instance is not None
-        panoptic = self._panoptic(loaded.semantic, loaded.instance, loaded.image.shape[:2])
-        if self.transform is not None:
-            frames, panoptic = self.transform(frames, panoptic, seed)
-        target_dict = panoptic_targets(
-            panoptic, self.spec, identity_base=sequence * self._identity_stride, labelled=labelled
+        frames = np.stack(
+            [loaded.image if i == target else resize_to(decoded(i).pixels, size) for i in indices]
         )
-        meta = _meta(seq, target_frame, target, loaded.image.shape[:2])
+        labelled = loaded.semantic is not None and loaded.instance is not None
+        spec = self.spec
+        if self.targets == "semantic":
+            labels, fill = self._semantic(loaded.semantic, frames.shape[1:3]), spec.ignore_label
+        else:
+            labels = self._panoptic(loaded.semantic, loaded.instance, frames.shape[1:3])
+            fill = spec.ignore_label * spec.label_divisor
+        if draw is not None:
+            frames, labels = transform.apply(frames, labels, draw, ignore_value=fill)
+        elif transform is not None:  # evaluation, or training at the native size
+            frames, labels = transform(frames, labels, seed, ignore_value=fill)
+        if self.targets == "semantic":
+            target_dict = semantic_targets(labels)
+        else:
+            base = sequence * self._identity_stride
+            target_dict = panoptic_targets(labels, spec, identity_base=base, labelled=labelled)
+        meta = _meta(seq, target_frame, target, loaded.size)
         # the size the network sees before the collate function pads the batch
         meta["input_size"] = (int(frames.shape[1]), int(frames.shape[2]))
         return {
-            "frames": normalize_frames(frames),
+            "frames": torch.from_numpy(frames),
             "target": target_dict,
             "meta": meta,
             "target_index": self.target_index,
         }
+
+    def _semantic(self, semantic: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray:
+        spec = self.spec
+        if semantic is None:
+            return np.full(shape, spec.ignore_label, dtype=np.int32)
+        if self._lut is not None:
+            return remap_semantic(semantic, self._lut)
+        return semantic.astype(np.int32, copy=False)
 
     def _panoptic(
         self, semantic: np.ndarray | None, instance: np.ndarray | None, shape: tuple[int, ...]

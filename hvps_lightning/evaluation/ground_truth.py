@@ -139,7 +139,7 @@ class DatasetGroundTruth(GroundTruth):
         return self._from_image_path(Path(image))
 
     def _from_dataset(self, sequence: str, frame: str) -> PanopticFrame | None:
-        from hvps_lightning.data.check import load_frame, load_sequence_mots
+        from hvps_lightning.data.loaders import load_frame, load_sequence_mots
 
         seq = self._sequences[sequence]
         files = next((f for f in seq.frames if f.stem == frame), None)

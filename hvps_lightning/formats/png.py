@@ -16,8 +16,17 @@ from hvps_lightning.io import atomic_path
 PNG_PARAMS = [cv2.IMWRITE_PNG_COMPRESSION, 3, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE]
 
 
+#: the first bytes of a PNG file, and its last chunk when complete (IEND and its CRC).
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_END = b"IEND\xaeB`\x82"
+
+
 def read_png(path: str | Path, mode: str | None = None) -> np.ndarray:
     """Read an image file fully (so truncation is detected) and return it as a numpy array.
+
+    With ``mode="RGB"`` (the label maps of STEP and COCO panoptic) the file must hold 8-bit RGB:
+    a 16-bit or grey PNG is refused rather than narrowed. Other modes keep every value as
+    stored (a 16-bit grey PNG reads as uint16).
 
     Args:
         path: the image file.
@@ -27,6 +36,10 @@ def read_png(path: str | Path, mode: str | None = None) -> np.ndarray:
         HVPSError: naming the file if it is missing, unreadable, truncated or of another mode.
     """
     path = Path(path)
+    if mode == "RGB":
+        rgb = _read_rgb8(path)
+        if rgb is not None:
+            return rgb
     try:
         with Image.open(path) as image:
             image.load()  # decode now: a truncated file fails here, not later in a worker
@@ -39,6 +52,31 @@ def read_png(path: str | Path, mode: str | None = None) -> np.ndarray:
         raise file_error(path, "not a readable image") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise file_error(path, f"unreadable or truncated image ({exc})") from None
+
+
+def _read_rgb8(path: Path) -> np.ndarray | None:
+    """Decode a complete PNG with OpenCV (faster than PIL) as 8-bit RGB; ``None``: let PIL say why not.
+
+    Raises:
+        HVPSError: naming the file if it is missing, or holds other than 8-bit RGB.
+    """
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise file_error(path, "file not found") from None
+    except OSError:
+        return None
+    if not (data.startswith(_PNG_SIGNATURE) and data.endswith(_PNG_END)):
+        return None  # not a PNG, or cut short: PIL names the problem (libpng would print its own)
+    array = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if array is None:
+        return None
+    channels = 1 if array.ndim == 2 else array.shape[2]
+    if array.dtype != np.uint8 or channels != 3:
+        kind = {1: "grey", 2: "grey with alpha", 3: "RGB", 4: "RGBA"}.get(channels, f"{channels}-channel")
+        bits = 8 * array.dtype.itemsize
+        raise file_error(path, f"expected an RGB image with 8 bits per channel, found {bits}-bit {kind}")
+    return cv2.cvtColor(array, cv2.COLOR_BGR2RGB)
 
 
 def write_png(path: str | Path, image: np.ndarray) -> None:

@@ -5,7 +5,7 @@ data (:class:`~hvps_lightning.data.datamodule.HVPSDataModule`). The model's netw
 its config (``model.init_args.net: {class_path, init_args}``); the DataModule's dataset spec is
 linked into the model (``dataset``) and its classes into the network (``thing_ids`` of a
 MOTSNet, ``num_classes`` of a SemanticNet; jsonargparse skips a link whose target the chosen
-network lacks) on instantiation, so one ``--data.init_args.stage`` change moves a model from
+network lacks) on instantiation, so one ``--data.init_args.finetune_stage`` change moves a model from
 one finetuning stage to the next. The resolved config is saved next to each
 logger's run (the W&B run folder and its config panel included), never over an earlier run's.
 """

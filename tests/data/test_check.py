@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 
 from hvps_lightning.cli import main
-from hvps_lightning.data.check import check_dataset, scan_root
+from hvps_lightning.data.check import check_dataset
 from hvps_lightning.data.datasets import ClipDataset
+from hvps_lightning.data.layout import scan_root
 from hvps_lightning.errors import HVPSError
 from hvps_lightning.formats import (
     IGNORE_CLASS,

@@ -60,7 +60,7 @@ def test_one_batch_per_stage(stage: str, request: pytest.FixtureRequest) -> None
     fixture, dataset_name, things, classes = STAGES[stage]
     root = request.getfixturevalue(fixture)
     torch.manual_seed(0)
-    dm = HVPSDataModule(stage=stage, root=str(root), batch_size=2, image_size=(48, 80))  # type: ignore[arg-type]
+    dm = HVPSDataModule(finetune_stage=stage, root=str(root), batch_size=2, image_size=(48, 80))  # type: ignore[arg-type]
     assert dm.dataset_name == dataset_name == dm.spec.name
     dm.setup("fit")
     train = next(iter(dm.train_dataloader()))
@@ -77,7 +77,7 @@ def test_one_batch_per_stage(stage: str, request: pytest.FixtureRequest) -> None
 
 def test_validation_iterates_each_sequence_in_order(synth_kitti_step_root: Path) -> None:
     dm = HVPSDataModule(
-        stage="kitti_step",
+        finetune_stage="kitti_step",
         root=str(synth_kitti_step_root),
         batch_size=3,
         val_split="train",
@@ -97,13 +97,13 @@ def test_moving_to_the_next_stage_is_one_change(
     parser.add_class_arguments(HVPSDataModule, "data")
     base = {"batch_size": 1, "image_size": [48, 80], "clip_length": 2}
     configs = {
-        "kitti_step": {"stage": "kitti_step", "root": str(synth_kitti_step_root)},
-        "mot_step": {"stage": "mot_step", "root": str(synth_mot_step_root)},
+        "kitti_step": {"finetune_stage": "kitti_step", "root": str(synth_kitti_step_root)},
+        "mot_step": {"finetune_stage": "mot_step", "root": str(synth_mot_step_root)},
     }
     for stage, change in configs.items():
         cfg = parser.parse_object({"data": {**base, **change}})
         dm = parser.instantiate(cfg).data
-        assert isinstance(dm, HVPSDataModule) and dm.stage == stage
+        assert isinstance(dm, HVPSDataModule) and dm.finetune_stage == stage
         assert dm.image_size == (48, 80)
         dm.setup("validate")
         assert next(iter(dm.val_dataloader()))["frames"].shape == (1, 2, 3, 48, 80)
@@ -113,22 +113,25 @@ def test_unknown_config_keys_are_errors() -> None:
     parser = ArgumentParser(exit_on_error=False)
     parser.add_class_arguments(HVPSDataModule, "data")
     with pytest.raises(Exception, match="imag_size"):
-        parser.parse_object({"data": {"stage": "mot_step", "imag_size": [48, 80]}})
+        parser.parse_object({"data": {"finetune_stage": "mot_step", "imag_size": [48, 80]}})
+    with pytest.raises(Exception, match="finetune_stage"):
+        parser.parse_object({"data": {"finetune_stage": "mots_step"}})
+    # `stage` is Lightning's word (setup(stage)); the finetuning stage is `finetune_stage` only
     with pytest.raises(Exception, match="stage"):
-        parser.parse_object({"data": {"stage": "mots_step"}})
+        parser.parse_object({"data": {"stage": "mot_step"}})
 
 
 def test_default_root_and_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    dm = HVPSDataModule(stage="kitti_step")
+    dm = HVPSDataModule(finetune_stage="kitti_step")
     assert dm.root == Path("data/kitti_step")
     with pytest.raises(
         HVPSError, match=r"data/kitti_step: dataset root not found; generate one with `hvps synth"
     ):
         dm.setup("fit")
-    assert HVPSDataModule(stage="mot_step", dataset="mots").root == Path("data/mots")
+    assert HVPSDataModule(finetune_stage="mot_step", dataset="mots").root == Path("data/mots")
     with pytest.raises(HVPSError, match="no class map from 'motchallenge_step' to 'kitti_panoptic'"):
-        HVPSDataModule(stage="kitti_panoptic", dataset="motchallenge_step")
+        HVPSDataModule(finetune_stage="kitti_panoptic", dataset="motchallenge_step")
     with pytest.raises(HVPSError, match="sequences: unknown keys"):
         HVPSDataModule(sequences={"training": ["0000"]})
     with pytest.raises(HVPSError, match="batch_size"):
@@ -136,7 +139,7 @@ def test_default_root_and_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 
 
 def test_no_validation_split(synth_mot_step_root: Path) -> None:
-    dm = HVPSDataModule(stage="mot_step", root=str(synth_mot_step_root), val_split=None)
+    dm = HVPSDataModule(finetune_stage="mot_step", root=str(synth_mot_step_root), val_split=None)
     dm.setup("fit")
     assert dm.val_dataloader() == []
 
@@ -147,7 +150,9 @@ def test_predict_on_an_unlabelled_split(synth_mot_step_root: Path, tmp_path: Pat
     root = tmp_path / "mot"
     shutil.copytree(synth_mot_step_root, root)
     shutil.copytree(root / "images/train/0002", root / "images/test/0001")
-    dm = HVPSDataModule(stage="mot_step", root=str(root), predict_split="test", batch_size=4, max_frames=4)
+    dm = HVPSDataModule(
+        finetune_stage="mot_step", root=str(root), predict_split="test", batch_size=4, max_frames=4
+    )
     dm.setup("predict")
     (batch,) = list(dm.predict_dataloader())
     assert [m["sequence"] for m in batch["meta"]] == ["0001"] * 4
@@ -158,7 +163,7 @@ def test_two_workers(synth_mot_step_root: Path) -> None:
     def first_batches() -> list[dict[str, Any]]:
         torch.manual_seed(0)
         dm = HVPSDataModule(
-            stage="mot_step", root=str(synth_mot_step_root), num_workers=2, image_size=(48, 80)
+            finetune_stage="mot_step", root=str(synth_mot_step_root), num_workers=2, image_size=(48, 80)
         )
         dm.setup("fit")
         iterator = iter(dm.train_dataloader())
@@ -174,7 +179,7 @@ def test_two_workers(synth_mot_step_root: Path) -> None:
 def test_collate_pads_clips_of_different_sizes() -> None:
     def clip(height: int, width: int) -> dict[str, Any]:
         return {
-            "frames": torch.ones(2, 3, height, width),
+            "frames": torch.full((2, height, width, 3), 200, dtype=torch.uint8),
             "target": {
                 "boxes": torch.zeros(1, 4),
                 "labels": torch.tensor([4]),
@@ -197,6 +202,7 @@ def test_collate_pads_clips_of_different_sizes() -> None:
     batch = ClipCollate(255, 1000)([[clip(4, 6)], [clip(5, 3)]])
     assert batch["frames"].shape == (2, 2, 3, 5, 6)
     assert batch["frames"][0, :, :, 4].abs().sum() == 0 and batch["frames"][1, :, :, :, 3:].abs().sum() == 0
+    assert (batch["frames"][0, :, :, :4, :6] > 1).all()  # the clip's own pixels, normalised
     small = batch["targets"][0]
     assert small["semantic"].shape == (5, 6) and (small["semantic"][4] == 255).all()
     assert (small["panoptic"][4] == 255000).all() and small["masks"][:, 4].sum() == 0
@@ -212,6 +218,7 @@ class _TinyModel(L.LightningModule):
         self.seen: list[tuple[str, int]] = []
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        assert batch["frames"].dtype == torch.float32 and batch["frames"].shape[2:] == (3, 48, 80)
         target_frames = batch["frames"][:, batch["target_index"]]
         loss = self.layer(target_frames).mean() + sum(t["masks"].float().mean() for t in batch["targets"]) * 0
         return loss
@@ -223,8 +230,12 @@ class _TinyModel(L.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.01)
 
 
-def test_lightning_trainer_runs_on_the_datamodule(synth_mot_step_root: Path, tmp_path: Path) -> None:
-    dm = HVPSDataModule(stage="mot_step", root=str(synth_mot_step_root), image_size=(48, 80), batch_size=2)
+@pytest.mark.parametrize("on_device", [False, True])
+def test_lightning_trainer_runs_on_the_datamodule(
+    synth_mot_step_root: Path, tmp_path: Path, on_device: bool
+) -> None:
+    dm = HVPSDataModule(finetune_stage="mot_step", root=str(synth_mot_step_root), image_size=(48, 80),
+                        batch_size=2, normalize_on_device=on_device)  # fmt: skip
     model = _TinyModel()
     trainer = L.Trainer(
         max_epochs=1,
@@ -255,10 +266,53 @@ def test_contiguous_sampler_keeps_order_on_every_rank(size: int, ranks: int) -> 
 def test_evaluation_loaders_shard_contiguously_under_ddp(synth_mot_step_root: Path) -> None:
     from types import SimpleNamespace
 
-    dm = HVPSDataModule(stage="mot_step", root=str(synth_mot_step_root), batch_size=2)
+    dm = HVPSDataModule(finetune_stage="mot_step", root=str(synth_mot_step_root), batch_size=2)
     dm.trainer = SimpleNamespace(world_size=2, global_rank=1)  # type: ignore[assignment]
     dm.setup("validate")
     loader = dm.val_dataloader()
     assert isinstance(loader.sampler, ContiguousDistributedSampler)
     assert [m["frame_index"] for batch in loader for m in batch["meta"]] == [5, 6, 7, 8, 9]
     assert not isinstance(dm.train_dataloader().sampler, ContiguousDistributedSampler)
+
+
+def test_semantic_targets_hold_the_same_semantic_map_and_nothing_else(synth_mot_step_root: Path) -> None:
+    options: dict[str, Any] = {"finetune_stage": "mot_step", "root": str(synth_mot_step_root),
+                               "image_size": (48, 80), "batch_size": 2, "clip_length": 1,
+                               "clips_per_item": 1}  # fmt: skip
+    full, semantic = HVPSDataModule(**options), HVPSDataModule(**options, targets="semantic")
+    for dm in (full, semantic):
+        dm.setup("fit")
+    for index in range(6):  # augmentation on: both draw the same scale, crop, flip and colours
+        torch.manual_seed(index)
+        (a,) = full.dataset("train")[index]
+        torch.manual_seed(index)
+        (b,) = semantic.dataset("train")[index]
+        assert set(b["target"]) == {"semantic"} and b["target"]["semantic"].dtype == torch.int64
+        assert torch.equal(a["target"]["semantic"], b["target"]["semantic"])
+        assert torch.equal(a["frames"], b["frames"]) and a["meta"] == b["meta"]
+    batch = next(iter(semantic.train_dataloader()))
+    assert [set(t) for t in batch["targets"]] == [{"semantic"}, {"semantic"}]
+    padded = ClipCollate(255, 1000)._pad_target({"semantic": torch.zeros(2, 3, dtype=torch.int64)}, 3, 4)
+    assert set(padded) == {"semantic"} and padded["semantic"][:, 3].tolist() == [255, 255, 255]
+    with pytest.raises(HVPSError, match="targets must be 'all' or 'semantic'"):
+        HVPSDataModule(targets="boxes")  # type: ignore[arg-type]
+
+
+def test_normalising_on_the_device_gives_the_same_batches(synth_kitti_step_root: Path) -> None:
+    options: dict[str, Any] = {"finetune_stage": "kitti_step", "root": str(synth_kitti_step_root),
+                               "image_size": (48, 80), "batch_size": 3, "clip_length": 2}  # fmt: skip
+    host, device = HVPSDataModule(**options), HVPSDataModule(**options, normalize_on_device=True)
+    for dm in (host, device):
+        dm.setup("validate")
+    for a, b in zip(host.val_dataloader(), device.val_dataloader(), strict=True):
+        assert b["frames"].dtype == torch.uint8 and b["frames"].shape[1:] == (2, 48, 80, 3)
+        b = device.on_after_batch_transfer(b, 0)
+        assert torch.equal(a["frames"], b["frames"])
+    # clips of different sizes: the padding is 0 after normalisation too
+    dataset = device.dataset("val")
+    small = {**dataset[3][0], "frames": dataset[3][0]["frames"][:, :40, :70]}
+    small["meta"] = {**small["meta"], "input_size": (40, 70)}
+    items = [dataset[0], [small]]
+    expected = ClipCollate(255, 1000)(items)
+    got = ClipCollate(255, 1000, normalize=False)(items)
+    assert torch.equal(device.on_after_batch_transfer(got, 0)["frames"], expected["frames"])

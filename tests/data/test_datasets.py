@@ -71,7 +71,7 @@ def test_clip_padding_at_sequence_start(synth_mot_step_root: Path) -> None:
     ds = ClipDataset("motchallenge_step", synth_mot_step_root, "val", clip_length=3)
     assert ds.target_index == 2
     first = ds[0][0]["frames"]
-    assert first.shape == (3, 3, 96, 160) and first.dtype == torch.float32
+    assert first.shape == (3, 96, 160, 3) and first.dtype == torch.uint8  # normalised by the collate
     assert torch.equal(first[0], first[1]) and torch.equal(first[1], first[2])
     second = ds[1][0]["frames"]
     assert torch.equal(second[0], second[1]) and torch.equal(second[1], first[2])

@@ -2,60 +2,19 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from hvps_lightning.cli import main
-from hvps_lightning.data.check import check_dataset, mots_layout
+from hvps_lightning.data.check import check_dataset
 from hvps_lightning.data.datamodule import HVPSDataModule
 from hvps_lightning.data.datasets import ClipDataset
+from hvps_lightning.data.layout import mots_layout
 from hvps_lightning.errors import HVPSError
 from hvps_lightning.formats import MOTSObject, read_mots_txt, write_mots_txt
 from hvps_lightning.structures.masks import decode_mask, encode_mask
-
-
-def make_mots20(step_root: Path, out: Path) -> Path:
-    """MOTS20 layout from a generated MOTChallenge-STEP root (frames already count from 1):
-    train/MOTS20-<seq>/{img1/%06d.jpg, gt/gt.txt, seqinfo.ini}."""
-    for seq in ("0009", "0002"):
-        seq_dir = out / "train" / f"MOTS20-{seq[-2:]}"
-        (seq_dir / "img1").mkdir(parents=True)
-        (seq_dir / "gt").mkdir()
-        frames = sorted((step_root / "images" / "train" / seq).glob("*.png"))
-        for frame in frames:
-            Image.open(frame).convert("RGB").save(seq_dir / "img1" / f"{frame.stem}.jpg", quality=95)
-        shutil.copy(step_root / "instances_txt" / "train" / f"{seq}.txt", seq_dir / "gt" / "gt.txt")
-        width, height = Image.open(frames[0]).size
-        (seq_dir / "seqinfo.ini").write_text(
-            f"[Sequence]\nname=MOTS20-{seq[-2:]}\nimDir=img1\nframeRate=30\nseqLength={len(frames)}\n"
-            f"imWidth={width}\nimHeight={height}\nimExt=.jpg\n"
-        )
-    return out
-
-
-def make_kitti_mots(step_root: Path, out: Path) -> Path:
-    """KITTI-MOTS layout from a generated KITTI-STEP root (frames count from 0):
-    training/image_02/<seq>/%06d.png and instances_txt/<seq>.txt."""
-    for folder in ("train", "val"):
-        for seq_dir in sorted((step_root / "images" / folder).iterdir()):
-            shutil.copytree(seq_dir, out / "training" / "image_02" / seq_dir.name)
-            (out / "instances_txt").mkdir(parents=True, exist_ok=True)
-            shutil.copy(step_root / "instances_txt" / folder / f"{seq_dir.name}.txt", out / "instances_txt")
-    return out
-
-
-@pytest.fixture
-def mots20_root(synth_mot_step_root: Path, tmp_path: Path) -> Path:
-    return make_mots20(synth_mot_step_root, tmp_path / "mots")
-
-
-@pytest.fixture
-def kitti_mots_root(synth_kitti_step_root: Path, tmp_path: Path) -> Path:
-    return make_kitti_mots(synth_kitti_step_root, tmp_path / "kitti_mots")
 
 
 def run_check(root: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
@@ -159,7 +118,8 @@ def test_mots20_dataset_in_its_own_label_space(mots20_root: Path) -> None:
         assert frame == index + 1  # MOTS20 frames count from 1
         expected = sorted(o.obj_id for o in gt if o.frame == frame and o.class_id == 2)
         target = clip["target"]
-        ids = (target["labels"] * 1000 + target["track_ids"]).tolist()
+        # MOTS object k of a class is instance k + 1 (KITTI-MOTS counts objects from 0; 0 is crowd)
+        ids = (target["labels"] * 1000 + target["track_ids"] - 1).tolist()
         assert ids == expected
         for obj_id, mask in zip(ids, target["masks"], strict=True):
             (obj,) = [o for o in gt if o.frame == frame and o.obj_id == obj_id]
@@ -170,7 +130,7 @@ def test_mots20_dataset_in_its_own_label_space(mots20_root: Path) -> None:
 
 def test_mots20_under_mot_step_is_person_versus_void(mots20_root: Path) -> None:
     dm = HVPSDataModule(
-        stage="mot_step",
+        finetune_stage="mot_step",
         dataset="mots",
         root=str(mots20_root),
         val_split=None,

@@ -9,7 +9,7 @@ import pytest
 import torch
 from scipy.ndimage import binary_dilation, binary_erosion
 
-from hvps_lightning.data.check import read_image
+from hvps_lightning.data.loaders import read_image
 from hvps_lightning.data.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -60,11 +60,15 @@ def test_identical_frames_stay_identical(frame: tuple[np.ndarray, np.ndarray]) -
     assert len(outputs) == 8  # every seed draws another augmentation
 
 
-def test_masks_stay_on_the_person_pixels(frame: tuple[np.ndarray, np.ndarray]) -> None:
+@pytest.mark.parametrize("image_size", [(96, 160), None])
+def test_masks_stay_on_the_person_pixels(
+    image_size: tuple[int, int] | None, frame: tuple[np.ndarray, np.ndarray]
+) -> None:
+    # None: scale and crop at the native size (96x160), as with a given size
     image, panoptic = frame
     clip = np.stack([image, image])
-    transform = train_transform(image_size=(96, 160), scale_range=(0.8, 1.25), color_jitter=0.0)
-    reference, _ = ClipTransform((96, 160), ignore_value=IGNORE)(clip, panoptic)
+    transform = train_transform(image_size=image_size, scale_range=(0.8, 1.25), color_jitter=0.0)
+    reference, _ = ClipTransform(image_size, ignore_value=IGNORE)(clip, panoptic)
     augmented = 0
     for seed in range(10):
         frames, pan = transform(clip, panoptic, seed)
@@ -158,3 +162,31 @@ def test_bad_transform_arguments() -> None:
         ClipTransform((0, 10))
     with pytest.raises(ValueError, match="scale_range"):
         ClipTransform((10, 10), scale_range=(1.5, 1.0))
+
+
+def test_scale_and_crop_at_the_native_size_keep_each_clips_size(frame: tuple[np.ndarray, np.ndarray]) -> None:
+    image, panoptic = frame
+    transform = ClipTransform(None, train=True, scale_range=(0.5, 1.5), hflip=False, color_jitter=0.0)
+    padded = cropped = 0
+    for seed in range(12):
+        # clips of two native sizes (KITTI frames differ by a few pixels): each keeps its own
+        for clip, labels in ((image[None, :90, :150], panoptic[:90, :150]), (image[None], panoptic)):
+            frames, pan = transform(clip, labels, seed, ignore_value=IGNORE)
+            assert frames.shape == clip.shape and pan.shape == labels.shape
+        void_border = (pan[0] == IGNORE).all() and (pan[:, 0] == IGNORE).all() and (pan[-1] == IGNORE).all()
+        padded += int(void_border)
+        cropped += int(not void_border and not np.array_equal(pan, panoptic))
+    assert padded > 0 and cropped > 0  # scaled down (padded with void) and up (cropped)
+
+
+def test_colour_jitter_keeps_greys_grey_and_moves_colours(frame: tuple[np.ndarray, np.ndarray]) -> None:
+    image, panoptic = frame
+    grey = np.full((1, 20, 30, 3), 120, np.uint8)
+    transform = ClipTransform(None, train=True, scale_range=(1.0, 1.0), hflip=False, color_jitter=0.4)
+    jittered = 0
+    for seed in range(10):
+        out, _ = transform(grey, panoptic[:20, :30], seed)
+        assert (out.max(axis=-1).astype(int) - out.min(axis=-1) <= 1).all()  # saturation and hue keep grey
+        colour, _ = transform(image[None], panoptic, seed)
+        jittered += int(np.abs(colour.astype(int) - image).mean() > 2)
+    assert jittered >= 5  # p = 0.8

@@ -58,7 +58,9 @@ class GroundTruthDetector(L.LightningModule):
 
 
 def _datamodule(root: Path) -> HVPSDataModule:
-    return HVPSDataModule(stage="mot_step", root=str(root), batch_size=3, clip_length=1, augment=False)
+    return HVPSDataModule(
+        finetune_stage="mot_step", root=str(root), batch_size=3, clip_length=1, augment=False
+    )
 
 
 def _trainer(callback: OfflineTrackerCallback, **kwargs: Any) -> L.Trainer:
@@ -163,8 +165,8 @@ def test_callback_logs_aq_in_fast_dev_run_with_mots_module(synth_mot_step_root: 
     }  # fmt: skip
     torch.manual_seed(0)
     model = MOTSModule(net=MOTSNet(thing_ids=(4,), **tiny))
-    datamodule = HVPSDataModule(stage="mot_step", root=str(synth_mot_step_root), batch_size=2, clip_length=3,
-                                augment=False, clips_per_item=1)  # fmt: skip
+    datamodule = HVPSDataModule(finetune_stage="mot_step", root=str(synth_mot_step_root), batch_size=2,
+                                clip_length=3, augment=False, clips_per_item=1)  # fmt: skip
     callback = OfflineTrackerCallback(tracker_config={"score_threshold": 0.0, "birth_score_threshold": 0.0})
     trainer = _trainer(callback, fast_dev_run=True)
     trainer.fit(model, datamodule=datamodule)

@@ -83,7 +83,7 @@ class GroundTruthDetector(L.LightningModule):
 callback = OfflineTrackerCallback()
 trainer = L.Trainer(accelerator="cpu", devices=2, strategy="ddp", logger=False, enable_progress_bar=False,
                     enable_model_summary=False, enable_checkpointing=False, callbacks=[callback])
-datamodule = HVPSDataModule(stage="mot_step", root=root, batch_size=2, clip_length=1, augment=False)
+datamodule = HVPSDataModule(finetune_stage="mot_step", root=root, batch_size=2, clip_length=1, augment=False)
 metrics = trainer.validate(GroundTruthDetector(), datamodule=datamodule, verbose=False)[0]
 seen = sorted(callback.last_tracks["0002"][0]) if trainer.is_global_zero else []
 with open(f"{out}/rank{trainer.global_rank}.json", "w") as handle:

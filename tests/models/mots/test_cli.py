@@ -40,7 +40,7 @@ def _fit_args(root: Path, ta: bool, sa: bool) -> list[str]:
     }.items():
         args += [f"--model.init_args.net.init_args.{name}", value]
     args += ["--data", "hvps_lightning.data.datamodule.HVPSDataModule", "--data.init_args.root", str(root),
-             "--data.init_args.stage", "mot_step", "--data.init_args.batch_size", "1",
+             "--data.init_args.finetune_stage", "mot_step", "--data.init_args.batch_size", "1",
              "--data.init_args.max_frames", "4"]  # fmt: skip
     args += ["--trainer.fast_dev_run", "1", "--trainer.accelerator", "cpu", "--trainer.logger", "false",
              "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]  # fmt: skip

@@ -43,7 +43,9 @@ def test_overfitting_a_generated_batch_drives_mask_and_embedding_losses_down(
     synth_mot_step_root: Path,
 ) -> None:
     torch.manual_seed(0)
-    data = HVPSDataModule(stage="mot_step", root=str(synth_mot_step_root), batch_size=1, augment=False)
+    data = HVPSDataModule(
+        finetune_stage="mot_step", root=str(synth_mot_step_root), batch_size=1, augment=False
+    )
     data.setup("fit")
     batch = next(iter(data.train_dataloader()))
     # one item = two clips of one sequence at different times, sharing identities

@@ -31,7 +31,7 @@ def _args(command: str, root: Path, out: Path, arch: str, *extra: str, stage: st
         "--data", DATA,
         "--data.init_args.root", str(root),
         # the stage's own dataset, spelled out: equal to the model's linked `dataset` hparam
-        "--data.init_args.stage", stage,
+        "--data.init_args.finetune_stage", stage,
         "--data.init_args.dataset", dataset,
         "--data.init_args.clip_length", "1",
         "--data.init_args.image_size", "[64, 96]",
