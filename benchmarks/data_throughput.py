@@ -48,7 +48,7 @@ from PIL import Image
 from hvps_lightning.data import datasets, loaders
 from hvps_lightning.data.cache import write_resized_copy
 from hvps_lightning.data.datamodule import HVPSDataModule
-from hvps_lightning.data.synthetic import generate_dataset
+from hvps_lightning.data.synthetic.generate import generate_dataset
 
 CONFIGS = Path(__file__).resolve().parents[1] / "experiments" / "stages" / "mot_step"
 
