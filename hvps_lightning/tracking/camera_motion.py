@@ -110,7 +110,8 @@ class CameraMotionEstimator:
         shape = tuple(np.asarray(image).shape[:2])
         if self._shape is not None and shape != self._shape:
             raise HVPSError(
-                f"camera motion: frame is {shape[0]}x{shape[1]}, the previous was {self._shape[0]}x{self._shape[1]}"
+                f"camera motion: frame is {shape[0]}x{shape[1]}, "
+                f"the previous was {self._shape[0]}x{self._shape[1]}"
             )
         grey, scale = self._small_grey(image)
         self._shape = shape

@@ -117,7 +117,7 @@ class TrackerConfig:
     # Association structure ---------------------------------------------------------------
     association: Association = _param(  # noqa: RUF009
         "joint", ParamRange("categorical", choices=_CHOICES["association"]),
-        "joint: one assignment over live, lost and long-lost tracks; cascade: live, then retrieval, then re-ID",
+        "joint: one assignment over live, lost and long-lost tracks; cascade: live, retrieval, re-ID in turn",
     )  # fmt: skip
     use_embeddings: bool = _param(
         True, None, "false: motion-only tracking (IoU/motion association, no appearance, no re-ID)"
@@ -126,24 +126,24 @@ class TrackerConfig:
         True, _BOOL, "apply the frames' camera transforms (FrameDetections.camera_motion) to the predictions"
     )
     age_cost: float = _param(
-        0.01, _float(0.0, 0.05), "joint: cost added per frame a track has been lost (younger tracks win ties)",
+        0.0, _float(0.0, 0.05), "joint: cost added per frame a track has been lost (younger tracks win ties)",
         (0, 1),
     )  # fmt: skip
     reid_ratio: float = _param(
-        0.8, _float(0.5, 1.0),
+        0.7, _float(0.5, 1.0),
         "joint: a lost track's match needs distance <= ratio * every competing pair's (.inf: off)", (0, _INF),
     )  # fmt: skip
     # Appearance --------------------------------------------------------------------------
     embedding_momentum: float = _param(
         0.8, _float(0.0, 0.98), "EMA: appearance = m * appearance + (1 - m) * detection embedding", (0, 1)
     )
-    gallery_size: int = _param(30, _int(1, 100), "embeddings kept per track for re-ID", (1, 10000))
+    gallery_size: int = _param(10, _int(1, 100), "embeddings kept per track for re-ID", (1, 10000))
     appearance_update_max_distance: float = _param(
-        0.3, _float(0.05, 1.0), "a match updates the track's appearance only if its distance is at most this",
+        0.2, _float(0.05, 1.0), "a match updates the track's appearance only if its distance is at most this",
         (0, 2),
     )  # fmt: skip
     appearance_update_max_overlap: float = _param(
-        0.3, _float(0.0, 1.0), "... and only if the detection's box overlaps no other detection above this IoU",
+        0.15, _float(0.0, 1.0), "... and only if the detection's box overlaps no other one above this IoU",
         (0, 1),
     )  # fmt: skip
     gallery_distance: GalleryDistance = _param(  # noqa: RUF009
@@ -152,7 +152,7 @@ class TrackerConfig:
     )  # fmt: skip
     # Association of live tracks (tracks seen in the previous frame) ---------------------------
     max_embedding_distance: float = _param(
-        0.5, _float(0.05, 1.5), "gate: cosine distance between a track's EMA and a detection", (0, 2)
+        0.4, _float(0.05, 1.5), "gate: cosine distance between a track's EMA and a detection", (0, 2)
     )
     min_iou: float = _param(0.1, _float(0.0, 0.7), "gate: IoU of predicted and detected box", (0, 1))
     max_centre_distance: float = _param(
@@ -181,7 +181,7 @@ class TrackerConfig:
         5, _int(1, 30), "tracks lost for at most this many frames take part in retrieval", (1, 100000)
     )
     short_term_max_embedding_distance: float = _param(
-        0.7, _float(0.05, 1.5), "retrieval gate: cosine distance", (0, 2)
+        0.4, _float(0.05, 1.5), "retrieval gate: cosine distance", (0, 2)
     )
     short_term_min_iou: float = _param(
         0.0, _float(0.0, 0.5), "retrieval gate: IoU with the predicted box", (0, 1)
@@ -192,11 +192,11 @@ class TrackerConfig:
     # Long-term re-ID -------------------------------------------------------------------------
     long_term_enabled: bool = _param(True, _BOOL, "reconnect tracks lost for long by appearance alone")
     long_term_frames: int = _param(
-        60, _int(30, 300, log=True), "tracks lost longer than this die (their id is never reused early)",
+        250, _int(30, 300, log=True), "tracks lost longer than this die (their id is never reused early)",
         (1, 1000000),
     )  # fmt: skip
     reid_max_distance: float = _param(
-        0.3, _float(0.05, 1.0), "re-ID gate: gallery distance of a detection to a lost track", (0, 2)
+        0.25, _float(0.05, 1.0), "re-ID gate: gallery distance of a detection to a lost track", (0, 2)
     )
     reid_max_centre_distance: float = _param(
         1.0, _float(0.25, 4.0),

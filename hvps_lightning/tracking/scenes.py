@@ -343,8 +343,8 @@ def simulate_scene(spec: SceneSpec | str = "crowd", seed: int = 0) -> Scene:
         pillar_boxes = [b for b in occluder_boxes if not isinstance(b, tuple)]
         wall_boxes = [b for b in occluder_boxes if isinstance(b, tuple)]
         for box in pillar_boxes:
-            occluder_rles.append(_polygon_rle([box[0], box[1], box[2], box[1], box[2], box[3], box[0], box[3]],
-                                              height, width))  # fmt: skip
+            corners = [box[0], box[1], box[2], box[1], box[2], box[3], box[0], box[3]]
+            occluder_rles.append(_polygon_rle(corners, height, width))
         wall_rles = [
             _polygon_rle([b[0], b[1], b[2], b[1], b[2], b[3], b[0], b[3]], height, width)
             for b, _ in wall_boxes

@@ -336,45 +336,61 @@ class Tracker:
         cfg = self.config
         missed = frame - self._last_frame[slots] - 1
         confirmed = self._track_id[slots] > 0
-        state = self._state[slots]
-        predicted = state[:, :4] + state[:, 4:] * (missed + 1)[:, None].astype(np.float64)
-        iou = box_iou(to_xyxy(predicted), boxes)
-        det_centre = (boxes[:, :2] + boxes[:, 2:]) / 2
-        centre = (
-            np.hypot(
-                predicted[:, None, 0] - det_centre[None, :, 0], predicted[:, None, 1] - det_centre[None, :, 1]
-            )
-            / box_size(predicted)[:, None]
-        )
-        same_label = self._label[slots][:, None] == labels[None, :]
         live = missed == 0
-        if cfg.use_embeddings:
-            appearance = 1.0 - self._ema[slots] @ embeddings.T
-            weight = cfg.iou_cost_weight
-        else:
-            appearance = np.zeros(iou.shape, np.float32)
-            weight = 1.0
-        allowed = live[:, None] & (
-            (iou >= cfg.min_iou)
-            & (centre <= cfg.max_centre_distance)
-            & (appearance <= cfg.max_embedding_distance)
+        short = (
+            confirmed & (missed >= 1) & (missed <= cfg.short_term_frames)
+            if cfg.short_term_enabled
+            else ~live & live
         )
-        if cfg.short_term_enabled:
-            short = confirmed & (missed >= 1) & (missed <= cfg.short_term_frames)
-            if short.any():
-                allowed |= short[:, None] & (
-                    (iou >= cfg.short_term_min_iou)
-                    & (centre <= cfg.short_term_max_centre_distance)
-                    & (appearance <= cfg.short_term_max_embedding_distance)
+        # Motion gates concern live tracks and those in the short-term window only: long-lost
+        # tracks (most of them, with a long re-ID window) skip the dense motion matrices.
+        near = np.flatnonzero(live | short)
+        shape = (len(slots), len(boxes))
+        iou = np.zeros(shape)
+        appearance = np.full(shape, 2.0)  # the largest cosine distance; only allowed pairs count
+        allowed = np.zeros(shape, bool)
+        same_label = self._label[slots][:, None] == labels[None, :]
+        weight = cfg.iou_cost_weight if cfg.use_embeddings else 1.0
+        if near.size:
+            state = self._state[slots[near]]
+            predicted = state[:, :4] + state[:, 4:] * (missed[near] + 1)[:, None].astype(np.float64)
+            near_iou = box_iou(to_xyxy(predicted), boxes)
+            det_centre = (boxes[:, :2] + boxes[:, 2:]) / 2
+            centre = (
+                np.hypot(
+                    predicted[:, None, 0] - det_centre[None, :, 0],
+                    predicted[:, None, 1] - det_centre[None, :, 1],
                 )
-        allowed &= same_label
+                / box_size(predicted)[:, None]
+            )
+            if cfg.use_embeddings:
+                near_appearance = 1.0 - self._ema[slots[near]] @ embeddings.T
+            else:
+                near_appearance = np.zeros(near_iou.shape)
+            near_live = live[near][:, None]
+            min_iou = np.where(near_live, cfg.min_iou, cfg.short_term_min_iou)
+            max_centre = np.where(near_live, cfg.max_centre_distance, cfg.short_term_max_centre_distance)
+            max_distance = np.where(
+                near_live, cfg.max_embedding_distance, cfg.short_term_max_embedding_distance
+            )
+            allowed[near] = (
+                same_label[near]
+                & (near_iou >= min_iou)
+                & (centre <= max_centre)
+                & (near_appearance <= max_distance)
+            )
+            iou[near] = near_iou
+            appearance[near] = near_appearance
         if cfg.long_term_enabled:
             # Lost tracks, and live ones (tentative too) that no motion gate lets through: a box
             # that jumps (a person entering, or partly hidden) may still be found by appearance.
-            reid = (confirmed & (missed >= 1) & (missed <= cfg.long_term_frames)) | (live & ~allowed.any(axis=1))
+            reid = (confirmed & (missed >= 1) & (missed <= cfg.long_term_frames)) | (
+                live & ~allowed.any(axis=1)
+            )
             if reid.any():
                 extent = (boxes[:, 2:] - boxes[:, :2]).max(axis=1)
-                distance = self._reid_pairs(slots, reid, missed, det_centre, extent, same_label, embeddings)
+                centres = (boxes[:, :2] + boxes[:, 2:]) / 2
+                distance = self._reid_pairs(slots, reid, missed, centres, extent, same_label, embeddings)
                 better = distance < np.where(allowed, appearance, np.inf)
                 appearance = np.where(better, distance, appearance)
                 allowed |= np.isfinite(distance)
@@ -403,20 +419,31 @@ class Tracker:
         out = np.full(same_label.shape, np.inf)
         where = np.flatnonzero(rows)
         plausible = same_label[where] & self._plausible(slots[where], missed[where] + 1, det_centre, extent)
-        track_pos, dets = np.nonzero(plausible)
-        if track_pos.size == 0:
+        keep = plausible.any(axis=1)
+        if not keep.any():
             return out
-        chosen = slots[where[track_pos]]
-        distance = gallery_distance(
-            self._gallery[chosen], self._gallery_len[chosen], embeddings[dets], cfg.gallery_distance
+        where, plausible = where[keep], plausible[keep]
+        chosen = slots[where]
+        # One matrix product for the galleries of every candidate track (tracks x M, detections).
+        size = cfg.gallery_size
+        distance = 1.0 - (self._gallery[chosen].reshape(-1, embeddings.shape[1]) @ embeddings.T).reshape(
+            len(chosen), size, -1
         )
-        ok = distance <= cfg.reid_max_distance
-        out[where[track_pos[ok]], dets[ok]] = distance[ok]
+        valid = (np.arange(size)[None, :] < self._gallery_len[chosen][:, None])[:, :, None]
+        if cfg.gallery_distance == "min":
+            reduced = np.where(valid, distance, np.inf).min(axis=1)
+        else:
+            reduced = np.where(valid, distance, 0.0).sum(axis=1) / np.maximum(valid.sum(axis=1), 1)
+        ok = plausible & (reduced <= cfg.reid_max_distance)
+        out[where] = np.where(ok, reduced, np.inf)
         return out
 
-    def _plausible(self, slots: np.ndarray, steps: np.ndarray, points: np.ndarray, sizes: np.ndarray) -> np.ndarray:
-        """Whether each box centre ``points`` (K, 2) of extent ``sizes`` (K,) may be where each
-        track is after ``steps`` frames (tracks x points).
+    def _plausible(
+        self, slots: np.ndarray, steps: np.ndarray, points: np.ndarray, sizes: np.ndarray
+    ) -> np.ndarray:
+        """Whether each box centre ``points`` (K, 2) of extent ``sizes`` (K,) may be each track's.
+
+        The question is whether the person of each track can be there after ``steps`` frames.
 
         Distances are measured in box extents (the larger side of the track's or the detection's
         box): a person emerging from behind an occluder, or entering the image, starts as a
@@ -575,7 +602,8 @@ class Tracker:
         if lost.size == 0:
             return all_slots
         # The tracklet's appearance: the mean of its stored embeddings.
-        mean = np.stack([self._gallery[s, : self._gallery_len[s]].mean(axis=0) for s in young.tolist()])
+        valid = np.arange(cfg.gallery_size)[None, :, None] < self._gallery_len[young][:, None, None]
+        mean = np.where(valid, self._gallery[young], 0.0).sum(axis=1)
         mean /= np.maximum(np.linalg.norm(mean, axis=1, keepdims=True), 1e-12)
         allowed = (self._label[lost][:, None] == self._label[young][None, :]) & (
             self._last_frame[lost][:, None] < self._born[young][None, :]
@@ -629,23 +657,22 @@ class Tracker:
     # Steps ---------------------------------------------------------------------------------
     def _warp(self, transform: np.ndarray) -> None:
         """Move every track with the camera: ``transform`` maps previous-frame pixels to this frame's."""
-        slots = np.flatnonzero(self._alive)
-        if slots.size == 0:
+        if not self._alive.any():
             return
         linear, shift = transform[:, :2], transform[:, 2]
         scale = float(np.sqrt(abs(np.linalg.det(linear))))
-        state = self._state[slots]
+        # Every slot, dead ones too: cheaper than gathering the live ones, and harmless.
+        state = self._state
         state[:, 0:2] = state[:, 0:2] @ linear.T + shift
         state[:, 4:6] = state[:, 4:6] @ linear.T
         state[:, 2:4] *= scale
         state[:, 6:8] *= scale
-        self._state[slots] = state
         if self.config.motion_model == "kalman":
             jacobian = np.eye(8)
             jacobian[0:2, 0:2] = linear
             jacobian[4:6, 4:6] = linear
             jacobian[[2, 3, 6, 7], [2, 3, 6, 7]] = scale
-            self._cov[slots] = jacobian @ self._cov[slots] @ jacobian.T
+            self._cov = jacobian @ self._cov @ jacobian.T
 
     def _confident(
         self, slots: np.ndarray, dets: np.ndarray, boxes: np.ndarray, embeddings: np.ndarray
@@ -659,9 +686,9 @@ class Tracker:
             distance = 1.0 - np.einsum("nd,nd->n", self._ema[slots], embeddings[dets])
             confident &= distance <= cfg.appearance_update_max_distance
         if cfg.appearance_update_max_overlap < 1.0 and len(boxes) > 1:
-            overlap = box_iou(boxes[dets], boxes)
-            overlap[np.arange(dets.size), dets] = 0.0
-            confident &= overlap.max(axis=1) <= cfg.appearance_update_max_overlap
+            overlap = box_iou(boxes, boxes)
+            np.fill_diagonal(overlap, 0.0)
+            confident &= overlap.max(axis=1)[dets] <= cfg.appearance_update_max_overlap
         return confident
 
     def _add_to_gallery(self, slots: np.ndarray, embeddings: np.ndarray) -> None:

@@ -91,4 +91,5 @@ def test_benchmark_script_prints_one_json_line() -> None:
     assert done.returncode == 0, done.stderr
     lines = done.stdout.strip().splitlines()
     result = json.loads(lines[-1])
-    assert result["objects_per_frame"] == 3 and result["fps"] > 0 and result["frames"] == 4
+    assert result["objects_per_frame"] == 3 and result["frames"] == 4
+    assert result["fps"] > 0 and result["fps_previous"] > 0 and result["camera_motion_ms"] > 0
