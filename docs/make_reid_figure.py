@@ -12,6 +12,10 @@ Usage::
     python docs/make_reid_figure.py --detections outputs/demo/cache/detections \\
         --images data/demo/motchallenge_step/images/train --sequence 0002 --out docs/images/reid.png
 
+Without a detection cache, ``--from-gt data/demo/motchallenge_step/instances_txt/train`` simulates
+the sequence's detections from its MOTS ground truth (misses, jitter, and hard look-alike
+embeddings from :func:`hvps_lightning.tracking.scenes.look_alike_prototypes`).
+
 Prints one JSON line: the frames, the track ids of each config and the output path.
 """
 
@@ -38,28 +42,60 @@ PREVIOUS = ROOT / "experiments" / "tracker" / "previous_release.yaml"
 
 def find_reidentified(
     new: list[list[TrackedObject]], old: list[list[TrackedObject]], min_gap: int
-) -> tuple[int, int, int] | None:
-    """(track id, last frame before the gap, first frame after it) of the best example, or None.
+) -> tuple[int, int, int, int] | None:
+    """(track id, a frame before the gap, its middle, a frame after it) of the best example, or None.
 
-    Best: the longest gap after which the previous release's id of the same detection changed.
+    Only people seen whole enough on both sides of the gap count (boxes at least 15% of the
+    image high and a quarter as wide as high). Best: a gap after which the previous release's
+    id of the same detection changed, then the longest gap.
     """
-    seen: dict[int, list[tuple[int, int]]] = {}
+    seen: dict[int, list[tuple[int, TrackedObject]]] = {}  # track id -> (frame, object), in order
     for index, objects in enumerate(new):
         for obj in objects:
-            seen.setdefault(obj.track_id, []).append((index, obj.detection_index))
+            seen.setdefault(obj.track_id, []).append((index, obj))
     old_id = {(i, o.detection_index): o.track_id for i, objects in enumerate(old) for o in objects}
-    best_key: tuple[int, int] | None = None
-    best: tuple[int, int, int] | None = None
+    best_key: tuple[int, float] | None = None
+    best: tuple[int, int, int, int] | None = None
     for track_id, frames in seen.items():
-        for (before, det_before), (after, det_after) in itertools.pairwise(frames):
+        for position, ((before, _), (after, _)) in enumerate(itertools.pairwise(frames)):
             gap = after - before - 1
             if gap < min_gap:
                 continue
-            changed = old_id.get((before, det_before)) != old_id.get((after, det_after))
-            key = (int(changed), gap)
+            # Show the person where it is seen largest within 15 frames of the gap on each side
+            # (next to the gap it is half hidden).
+            side_before = [(i, o) for i, o in frames[: position + 1] if i >= before - 15]
+            side_after = [(i, o) for i, o in frames[position + 1 :] if i <= after + 15]
+            picks = [max(side, key=lambda item: float(np.prod(item[1].box[2:] - item[1].box[:2])))
+                     for side in (side_before, side_after)]  # fmt: skip
+            height = int(picks[0][1].rle["size"][0])
+            sizes = [o.box[2:] - o.box[:2] for _, o in picks]
+            if any(h < 0.15 * height or w < 0.25 * h for w, h in sizes):
+                continue
+            (first_frame, first), (second_frame, second) = picks
+            changed = old_id.get((first_frame, first.detection_index)) != old_id.get(
+                (second_frame, second.detection_index)
+            )
+            key = (int(changed), float(gap))
             if best_key is None or key > best_key:
-                best_key, best = key, (track_id, before, after)
+                best_key, best = key, (track_id, first_frame, (before + after) // 2, second_frame)
     return best
+
+
+def simulated_from_gt(mots_txt: Path, image_folder: Path) -> list:
+    """Detections simulated from a sequence's MOTS ground truth, with look-alike embeddings."""
+    from hvps_lightning.data.formats import read_mots_txt
+    from hvps_lightning.tracking.scenes import look_alike_prototypes
+    from hvps_lightning.tracking.simulate import gt_frames_from_mots, simulate_detections
+
+    names = sorted(p.stem for p in image_folder.glob("*.png"))
+    if not names:
+        raise HVPSError(f"{image_folder}: no <frame>.png images")
+    gt = gt_frames_from_mots(read_mots_txt(mots_txt), {2: 4}, names)
+    identities = sorted({int(i) for frame in gt for i in frame.identities})
+    prototypes = look_alike_prototypes(identities, seed=1)
+    return simulate_detections(
+        gt, seed=1, drop_rate=0.05, box_jitter=0.04, embedding_noise=0.35, prototypes=prototypes
+    )
 
 
 def panel(
@@ -81,15 +117,22 @@ def panel(
 def main() -> None:
     """Track, pick the example, draw and write the figure."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--detections", type=Path, required=True, help="detection cache folder")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--detections", type=Path, help="detection cache folder")
+    source.add_argument(
+        "--from-gt", type=Path, help="folder of <sequence>.txt MOTS ground truth to simulate from"
+    )
     parser.add_argument("--images", type=Path, required=True, help="folder of <sequence>/<frame>.png images")
     parser.add_argument("--sequence", type=str, required=True)
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "images" / "reid.png")
     parser.add_argument("--min-gap", type=int, default=5, help="shortest occlusion (frames) worth showing")
-    parser.add_argument("--panel-width", type=int, default=400)
+    parser.add_argument("--panel-width", type=int, default=360)
     args = parser.parse_args()
 
-    frames, _ = read_detection_cache(args.detections, args.sequence)
+    if args.detections is not None:
+        frames, _ = read_detection_cache(args.detections, args.sequence)
+    else:
+        frames = simulated_from_gt(args.from_gt / f"{args.sequence}.txt", args.images / args.sequence)
     configs = {"previous release": TrackerConfig.from_yaml(PREVIOUS), "this release": TrackerConfig()}
     tracks = {name: track_sequence(frames, config) for name, config in configs.items()}
     found = find_reidentified(tracks["this release"], tracks["previous release"], args.min_gap)
@@ -97,8 +140,7 @@ def main() -> None:
         raise HVPSError(
             f"--sequence {args.sequence}: no track reappears after a gap of {args.min_gap}+ frames"
         )
-    track_id, before, after = found
-    shown = [before, (before + after) // 2, after]
+    track_id, *shown = found
     rows, ids = [], {}
     for name, result in tracks.items():
         panels = []
@@ -118,14 +160,18 @@ def main() -> None:
         rows.append(np.concatenate(panels, axis=1))
     figure = np.concatenate(rows, axis=0)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(args.out) as tmp:  # the temporary file keeps the .png suffix cv2 needs
-        if not cv2.imwrite(
-            str(tmp), cv2.cvtColor(figure, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 9]
-        ):
-            raise HVPSError(f"{args.out}: could not write the figure")
+    # A palette of 128 colours keeps the README's PNG small (the scene textures compress badly).
+    from PIL import Image
+
+    small = Image.fromarray(figure).quantize(colors=128, method=Image.Quantize.MEDIANCUT)
+    with atomic_path(args.out) as tmp:
+        small.save(tmp, format="PNG", optimize=True)
     names = [frames[i].frame for i in shown]
     print(json.dumps({"track_id": track_id, "frames": names, "ids": ids, "out": str(args.out)}))
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except HVPSError as error:
+        raise SystemExit(f"make_reid_figure: {error}") from None

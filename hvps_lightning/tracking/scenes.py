@@ -216,6 +216,24 @@ class _Appearance:
         return self._unit(vector + 0.3 * (np.cos(angle) * first + np.sin(angle) * second))
 
 
+def look_alike_prototypes(
+    identities: list[int] | np.ndarray, dim: int = 128, seed: int = 0, look_alike_fraction: float = 0.4
+) -> dict[int, np.ndarray]:
+    """Hard identity embeddings (shared direction, look-alike groups) for the easy simulator.
+
+    A drop-in for :func:`~hvps_lightning.tracking.simulate.identity_prototypes`: pass the
+    result as ``prototypes`` to :func:`~hvps_lightning.tracking.simulate.simulate_detections`
+    to give ground-truth-derived detections (e.g. of a generated dataset) realistic appearances.
+    """
+    spec = SceneSpec(embedding_dim=dim, look_alike_fraction=look_alike_fraction)
+    appearance = _Appearance(spec, np.random.default_rng(seed))
+    out = {}
+    for identity in identities:
+        appearance.add(int(identity))
+        out[int(identity)] = appearance.vectors[int(identity)].astype(np.float32)
+    return out
+
+
 def _camera_path(spec: SceneSpec, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """World x of the image centre and the zoom scale per frame."""
     count = spec.num_frames
