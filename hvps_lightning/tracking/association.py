@@ -63,11 +63,12 @@ def path_distance(start: np.ndarray, travel: np.ndarray, points: np.ndarray) -> 
     A track lost for a while either stopped (at ``start``) or kept walking (to ``start +
     travel``, its velocity times the gap) or something in between: the segment covers both.
     """
-    offset = points[None, :, :] - start[:, None, :]  # (T, K, 2)
-    length = np.maximum((travel**2).sum(axis=1), 1e-12)[:, None]  # (T, 1)
-    along = np.clip((offset * travel[:, None, :]).sum(axis=2) / length, 0.0, 1.0)  # (T, K)
-    nearest = along[..., None] * travel[:, None, :]
-    return np.hypot(offset[..., 0] - nearest[..., 0], offset[..., 1] - nearest[..., 1])
+    off_x = points[None, :, 0] - start[:, 0:1]  # (T, K)
+    off_y = points[None, :, 1] - start[:, 1:2]
+    travel_x, travel_y = travel[:, 0:1], travel[:, 1:2]
+    length = np.maximum(travel_x**2 + travel_y**2, 1e-12)
+    along = np.clip((off_x * travel_x + off_y * travel_y) / length, 0.0, 1.0)
+    return np.hypot(off_x - along * travel_x, off_y - along * travel_y)
 
 
 def ambiguous_pairs(distance: np.ndarray, allowed: np.ndarray, ratio: float) -> np.ndarray:

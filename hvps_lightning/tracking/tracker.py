@@ -398,9 +398,10 @@ class Tracker:
             return np.zeros(0, np.int64), np.zeros(0, np.int64)
         lost = missed > 0
         if cfg.use_embeddings and lost.any() and np.isfinite(cfg.reid_ratio):
-            contested = (allowed & lost[:, None]).any(axis=0)
-            if contested.any():
-                allowed &= ~(lost[:, None] & self._ambiguous(slots, allowed, appearance, embeddings))
+            # A lost track's pair competes with every allowed pair of its row and column, on the
+            # appearance distance each came with (EMA for motion pairs, gallery for re-ID pairs).
+            ambiguous = ambiguous_pairs(appearance, allowed, cfg.reid_ratio)
+            allowed &= ~(lost[:, None] & ambiguous)
         cost = (1.0 - weight) * appearance + weight * (1.0 - iou) + cfg.age_cost * missed[:, None]
         return assign(cost, allowed)
 
@@ -455,25 +456,6 @@ class Tracker:
         extent = np.maximum(state[:, 2:4].max(axis=1)[:, None], sizes[None, :])
         distance = path_distance(state[:, :2], travel, points) / np.maximum(extent, 1.0)
         return distance <= cfg.reid_max_centre_distance + cfg.reid_centre_distance_per_frame * steps[:, None]
-
-    def _ambiguous(
-        self, slots: np.ndarray, allowed: np.ndarray, appearance: np.ndarray, embeddings: np.ndarray
-    ) -> np.ndarray:
-        """Pairs failing the ratio test, on gallery distances of the pairs that compete with lost ones."""
-        cfg = self.config
-        lost = self._last_frame[slots] < self.frame_index - 1
-        # Pairs in a row or column that holds a lost track's pair compare on one measure: the
-        # gallery distance (live pairs come with an EMA distance; the gallery is what re-ID uses).
-        involved = allowed & ((allowed & lost[:, None]).any(axis=0)[None, :] | lost[:, None])
-        track_pos, dets = np.nonzero(involved)
-        distance = np.where(allowed, appearance, np.inf)
-        if track_pos.size:
-            chosen = slots[track_pos]
-            gallery = gallery_distance(
-                self._gallery[chosen], self._gallery_len[chosen], embeddings[dets], cfg.gallery_distance
-            )
-            distance[track_pos, dets] = np.minimum(gallery, distance[track_pos, dets])
-        return ambiguous_pairs(distance, allowed, cfg.reid_ratio)
 
     def _associate_cascade(
         self, slots: np.ndarray, boxes: np.ndarray, labels: np.ndarray, embeddings: np.ndarray, frame: int
