@@ -5,7 +5,9 @@ Tracking, sweeps and benchmarks run on the cache, never on the network. Per sequ
 * ``<seq>.npz`` (``numpy.savez``, loaded with ``allow_pickle=False``): ``boxes`` (N, 4)
   float32, ``scores`` (N,) float32, ``labels`` (N,) int64, ``embeddings`` (N, D) float32 and
   ``frame_offsets`` (F + 1,) int64; the detections of frame ``f`` are rows
-  ``frame_offsets[f]:frame_offsets[f + 1]``.
+  ``frame_offsets[f]:frame_offsets[f + 1]``. Optional: ``camera_motion`` (F, 2, 3) float64,
+  each frame's :attr:`FrameDetections.camera_motion` (written when every frame has one;
+  caches without it load with ``camera_motion=None``).
 * ``<seq>.json``: ``format``, ``version``, ``sequence``, ``frames`` (names, in order),
   ``image_sizes`` ([H, W] per frame), ``counts`` (detections per frame), ``masks`` (the
   compressed RLE ``counts`` string of each detection, in row order; a mask's size is its
@@ -48,6 +50,7 @@ from hvps_lightning.structures.detections import FrameDetections
 CACHE_FORMAT = "hvps-detection-cache"
 CACHE_VERSION = 1
 _ARRAYS = ("boxes", "scores", "labels", "embeddings", "frame_offsets")
+_OPTIONAL_ARRAYS = ("camera_motion",)
 _SEQUENCE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
 
 
@@ -143,6 +146,11 @@ def write_detection_cache(
         "embeddings": _stack([f.embeddings for f in frames], (0, dim), np.float32),
         "frame_offsets": np.concatenate([[0], np.cumsum(counts, dtype=np.int64)]).astype(np.int64),
     }
+    motions = [f.camera_motion for f in frames]
+    if any(m is not None for m in motions):
+        if any(m is None for m in motions):
+            raise HVPSError(f"sequence {sequence}: camera_motion is set for some frames only (all or none)")
+        arrays["camera_motion"] = np.stack([np.asarray(m, np.float64) for m in motions]).reshape(-1, 2, 3)
     with atomic_path(npz_path) as tmp:
         np.savez(tmp, **arrays)
         digest = hashlib.sha256(tmp.read_bytes()).hexdigest()
@@ -262,6 +270,11 @@ def read_detection_cache(
         or (len(offsets) and offsets[0] != 0)
     ):
         raise file_error(npz_path, "frame_offsets disagree with the counts of the json")
+    motion = arrays.get("camera_motion")
+    if motion is not None and (motion.shape != (len(counts), 2, 3) or not np.isfinite(motion).all()):
+        raise file_error(
+            npz_path, f"camera_motion has shape {motion.shape}, expected ({len(counts)}, 2, 3), finite"
+        )
     masks = document["masks"]
     frames = []
     for index, (name, size) in enumerate(zip(document["frames"], document["image_sizes"], strict=True)):
@@ -276,6 +289,7 @@ def read_detection_cache(
                 masks=[{"size": [height, width], "counts": c} for c in masks[start:stop]],
                 embeddings=arrays["embeddings"][start:stop],
                 image_size=(height, width),
+                camera_motion=None if motion is None else motion[index],
             )
         )
     metadata = document.get("metadata") or {}
@@ -289,7 +303,7 @@ def _load_arrays(npz_path: Path, raw: bytes) -> dict[str, np.ndarray]:
             missing = [k for k in _ARRAYS if k not in data.files]
             if missing:
                 raise file_error(npz_path, f"missing arrays {', '.join(missing)}")
-            return {k: np.asarray(data[k]) for k in _ARRAYS}
+            return {k: np.asarray(data[k]) for k in (*_ARRAYS, *_OPTIONAL_ARRAYS) if k in data.files}
     except HVPSError:
         raise
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:

@@ -8,6 +8,11 @@ epoch, writes one ``<seq>.npz`` + ``<seq>.json`` per sequence
 its hyperparameters, the dataset and the checkpoint in the metadata. Under DDP the
 detections are gathered to rank 0, which writes.
 
+With ``camera_motion=True`` the writer also estimates each frame's camera motion from the
+batches' ``meta`` image paths (:func:`~hvps_lightning.tracking.camera_motion.camera_motion_for_frames`,
+on rank 0 at the end, in frame order) and stores it in the cache, so that trackers replaying
+the cache compensate a moving camera without reading the images again.
+
 Example (YAML for ``hvps predict``)::
 
     trainer:
@@ -21,7 +26,7 @@ quantised probabilities) per frame (:mod:`hvps_lightning.formats.semantic_cache`
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +35,7 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 
+from hvps_lightning.errors import HVPSError
 from hvps_lightning.formats.detection_cache import json_safe, write_detection_cache
 from hvps_lightning.formats.semantic_cache import write_semantic_map
 from hvps_lightning.lightning.collect import SequenceCollector
@@ -58,12 +64,16 @@ class DetectionCacheWriter(BasePredictionWriter):
     Args:
         output_dir: the cache directory (``<seq>.npz`` + ``<seq>.json`` per sequence).
         metadata: extra metadata stored with every sequence (merged over the model's).
+        camera_motion: also store each frame's camera motion, estimated from the images.
     """
 
-    def __init__(self, output_dir: str | Path, metadata: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, output_dir: str | Path, metadata: dict[str, Any] | None = None, camera_motion: bool = False
+    ) -> None:
         super().__init__(write_interval="batch")
         self.output_dir = Path(output_dir)
         self.metadata = dict(metadata or {})
+        self.camera_motion = camera_motion
         self.collector = SequenceCollector()
         self.written: list[Path] = []
 
@@ -81,18 +91,32 @@ class DetectionCacheWriter(BasePredictionWriter):
         batch_idx: int,
         dataloader_idx: int,
     ) -> None:
-        """Keep the ``(sequence, FrameDetections)`` pairs of a batch."""
+        """Keep the ``(sequence, FrameDetections)`` pairs of a batch (and its image paths)."""
         self.collector.add(prediction, where="predict_step output")
+        if self.camera_motion:
+            for meta in batch.get("meta", []) if isinstance(batch, Mapping) else []:
+                if (
+                    isinstance(meta, Mapping)
+                    and meta.get("image_path")
+                    and "sequence" in meta
+                    and "frame" in meta
+                ):
+                    self.collector.note(
+                        str(meta["sequence"]), str(meta["frame"]), image_path=meta["image_path"]
+                    )
 
     def on_predict_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Gather to rank 0 and write one cache entry per sequence."""
         super().on_predict_epoch_end(trainer, pl_module)
         sequences = self.collector.gather(trainer)
+        notes = self.collector.notes
         self.collector.reset()
         if trainer.global_rank != 0:
             return
         metadata = {**model_metadata(trainer, pl_module), **json_safe(self.metadata)}
         for sequence, frames in sequences.items():
+            if self.camera_motion:
+                add_camera_motion(sequence, frames, notes)
             npz_path, _ = write_detection_cache(self.output_dir, sequence, frames, metadata)
             self.written.append(npz_path)
 
@@ -133,3 +157,19 @@ class SemanticCacheWriter(BasePredictionWriter):
             if probabilities is not None:
                 probabilities = np.asarray(probabilities, dtype=np.float32)
             write_semantic_map(self.output_dir, sequence, frame, np.asarray(semantic), probabilities)
+
+
+def add_camera_motion(sequence: str, frames: list[Any], notes: dict[tuple[str, str], dict[str, Any]]) -> None:
+    """Set ``camera_motion`` of a sequence's frames (in order) from their noted image paths.
+
+    Raises:
+        HVPSError: if a frame's image path is unknown or the image cannot be read.
+    """
+    from hvps_lightning.tracking.camera_motion import camera_motion_for_frames
+
+    paths = [notes.get((sequence, frame.frame), {}).get("image_path") for frame in frames]
+    missing = [frame.frame for frame, path in zip(frames, paths, strict=True) if not path]
+    if missing:
+        raise HVPSError(f"camera motion: sequence {sequence}: no image path for frame {missing[0]}")
+    for frame, transform in zip(frames, camera_motion_for_frames(paths), strict=True):
+        frame.camera_motion = transform

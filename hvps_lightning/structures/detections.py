@@ -12,6 +12,9 @@ Conventions:
     * ``masks``: N pycocotools compressed RLEs ``{"size": [H, W], "counts": str}`` at the
       original resolution (``counts`` as an ASCII ``str``).
     * ``embeddings``: (N, D) float32, L2-normalised appearance embeddings.
+    * ``camera_motion``: ``None`` (unknown), or the (2, 3) affine transform that maps pixel
+      coordinates of the previous frame to this frame (camera motion compensation,
+      :mod:`~hvps_lightning.tracking.camera_motion`); identity for a sequence's first frame.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ class FrameDetections:
     embeddings: np.ndarray
     image_size: tuple[int, int] = (0, 0)
     extra: dict[str, Any] = field(default_factory=dict)
+    camera_motion: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.boxes.shape[0])
@@ -60,6 +64,12 @@ class FrameDetections:
             HVPSError: on mismatched lengths, boxes of negative size, or non-finite values.
         """
         loc = f"{where}{': ' if where else ''}frame {self.frame}"
+        if self.camera_motion is not None:
+            motion = np.asarray(self.camera_motion)
+            if motion.shape != (2, 3) or not np.isfinite(motion).all():
+                raise HVPSError(
+                    f"{loc}: camera_motion must be a finite (2, 3) affine transform, got shape {motion.shape}"
+                )
         n = len(self)
         if self.boxes.ndim != 2 or self.boxes.shape[1] != 4:
             raise HVPSError(f"{loc}: boxes must have shape (N, 4), got {tuple(self.boxes.shape)}")

@@ -85,9 +85,11 @@ _INF = math.inf
 
 MotionModel = Literal["constant_velocity", "kalman"]
 GalleryDistance = Literal["min", "mean"]
+Association = Literal["joint", "cascade"]
 _CHOICES: dict[str, tuple[str, ...]] = {
     "motion_model": ("constant_velocity", "kalman"),
     "gallery_distance": ("min", "mean"),
+    "association": ("joint", "cascade"),
 }
 
 
@@ -112,18 +114,45 @@ class TrackerConfig:
     backfill_tentative: bool = _param(
         True, _BOOL, "track_sequence also outputs a confirmed track's tentative frames (offline)"
     )
+    # Association structure ---------------------------------------------------------------
+    association: Association = _param(  # noqa: RUF009
+        "joint", ParamRange("categorical", choices=_CHOICES["association"]),
+        "joint: one assignment over live, lost and long-lost tracks; cascade: live, retrieval, re-ID in turn",
+    )  # fmt: skip
+    use_embeddings: bool = _param(
+        True, None, "false: motion-only tracking (IoU/motion association, no appearance, no re-ID)"
+    )
+    camera_motion: bool = _param(
+        True, _BOOL, "apply the frames' camera transforms (FrameDetections.camera_motion) to the predictions"
+    )
+    age_cost: float = _param(
+        0.0, _float(0.0, 0.05), "joint: cost added per frame a track has been lost (younger tracks win ties)",
+        (0, 1),
+    )  # fmt: skip
+    reid_ratio: float = _param(
+        0.7, _float(0.5, 1.0),
+        "joint: a lost track's match needs distance <= ratio * every competing pair's (.inf: off)", (0, _INF),
+    )  # fmt: skip
     # Appearance --------------------------------------------------------------------------
     embedding_momentum: float = _param(
         0.8, _float(0.0, 0.98), "EMA: appearance = m * appearance + (1 - m) * detection embedding", (0, 1)
     )
-    gallery_size: int = _param(30, _int(1, 100), "embeddings kept per track for re-ID", (1, 10000))
+    gallery_size: int = _param(10, _int(1, 100), "embeddings kept per track for re-ID", (1, 10000))
+    appearance_update_max_distance: float = _param(
+        0.2, _float(0.05, 1.0), "a match updates the track's appearance only if its distance is at most this",
+        (0, 2),
+    )  # fmt: skip
+    appearance_update_max_overlap: float = _param(
+        0.15, _float(0.0, 1.0), "... and only if the detection's box overlaps no other one above this IoU",
+        (0, 1),
+    )  # fmt: skip
     gallery_distance: GalleryDistance = _param(  # noqa: RUF009
         "min", ParamRange("categorical", choices=_CHOICES["gallery_distance"]),
         "how a detection's distance to a gallery is reduced over its embeddings",
     )  # fmt: skip
     # Association of live tracks (tracks seen in the previous frame) ---------------------------
     max_embedding_distance: float = _param(
-        0.5, _float(0.05, 1.5), "gate: cosine distance between a track's EMA and a detection", (0, 2)
+        0.4, _float(0.05, 1.5), "gate: cosine distance between a track's EMA and a detection", (0, 2)
     )
     min_iou: float = _param(0.1, _float(0.0, 0.7), "gate: IoU of predicted and detected box", (0, 1))
     max_centre_distance: float = _param(
@@ -152,7 +181,7 @@ class TrackerConfig:
         5, _int(1, 30), "tracks lost for at most this many frames take part in retrieval", (1, 100000)
     )
     short_term_max_embedding_distance: float = _param(
-        0.7, _float(0.05, 1.5), "retrieval gate: cosine distance", (0, 2)
+        0.4, _float(0.05, 1.5), "retrieval gate: cosine distance", (0, 2)
     )
     short_term_min_iou: float = _param(
         0.0, _float(0.0, 0.5), "retrieval gate: IoU with the predicted box", (0, 1)
@@ -163,12 +192,27 @@ class TrackerConfig:
     # Long-term re-ID -------------------------------------------------------------------------
     long_term_enabled: bool = _param(True, _BOOL, "reconnect tracks lost for long by appearance alone")
     long_term_frames: int = _param(
-        60, _int(5, 300, log=True), "tracks lost longer than this die (their id is never reused early)",
+        250, _int(30, 300, log=True), "tracks lost longer than this die (their id is never reused early)",
         (1, 1000000),
     )  # fmt: skip
     reid_max_distance: float = _param(
-        0.3, _float(0.05, 1.0), "re-ID gate: gallery distance of a detection to a lost track", (0, 2)
+        0.25, _float(0.05, 1.0), "re-ID gate: gallery distance of a detection to a lost track", (0, 2)
     )
+    reid_max_centre_distance: float = _param(
+        1.0, _float(0.25, 4.0),
+        "joint re-ID gate: centre distance / box extent from the track's extrapolated path (.inf: off)",
+        (0, _INF),
+    )  # fmt: skip
+    reid_centre_distance_per_frame: float = _param(
+        0.05,
+        _float(0.0, 0.3),
+        "joint re-ID gate: what the centre distance gate grows per frame lost",
+        (0, _INF),
+    )
+    tracklet_reid_frames: int = _param(
+        10, _int(0, 30), "a new tracklet may be merged into a lost track during its first N frames (0: off)",
+        (0, 1000000),
+    )  # fmt: skip
     # Output -------------------------------------------------------------------------------
     min_visible_fraction: float = _param(
         0.0, _float(0.0, 0.9), "drop an output whose mask keeps less than this after overlap removal", (0, 1)
@@ -181,6 +225,20 @@ class TrackerConfig:
         for spec in dataclasses.fields(self):
             value = getattr(self, spec.name)
             object.__setattr__(self, spec.name, _check_value(spec, value))
+        # Settings that contradict each other (each message names the key to change).
+        if (
+            self.short_term_enabled
+            and self.long_term_enabled
+            and self.long_term_frames < self.short_term_frames
+        ):
+            raise HVPSError(
+                f"long_term_frames: {self.long_term_frames} is shorter than short_term_frames "
+                f"{self.short_term_frames} (the re-ID window must cover the retrieval window)"
+            )
+        if self.long_term_enabled and not self.use_embeddings:
+            raise HVPSError(
+                "long_term_enabled: re-ID needs embeddings; set it to false with use_embeddings: false"
+            )
 
     # Derived ------------------------------------------------------------------------------
     @property

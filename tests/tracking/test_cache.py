@@ -167,3 +167,76 @@ def test_detection_cache_writer_stores_predict_outputs(tmp_path: Path, easy_dete
     assert_same_frames([frames[0], frames[2], frames[4]], loaded)
     assert meta["dataset"] == "motchallenge_step" and meta["hparams"]["lr"] == 0.1
     assert meta["model_class"].endswith("_Predictor") and meta["note"] == "test"
+
+
+def _with_motion(frames: list[FrameDetections], shifts: list[float]) -> list[FrameDetections]:
+    out = []
+    for frame, shift in zip(frames, shifts, strict=True):
+        copy = FrameDetections(frame.frame, frame.boxes, frame.scores, frame.labels, frame.masks,
+                               frame.embeddings, frame.image_size,
+                               camera_motion=np.array([[1.0, 0, shift], [0, 1.0, 0]]))  # fmt: skip
+        out.append(copy)
+    return out
+
+
+def test_camera_motion_is_stored_when_known_and_old_caches_still_load(
+    tmp_path: Path, easy_detections: list
+) -> None:
+    frames = _with_motion(easy_detections[:4], [0.0, 2.5, -1.0, 3.0])
+    npz, _ = write_detection_cache(tmp_path, "0002", frames)
+    loaded, _ = read_detection_cache(tmp_path, "0002")
+    assert [float(f.camera_motion[0, 2]) for f in loaded] == [0.0, 2.5, -1.0, 3.0]
+    with np.load(npz, allow_pickle=False) as data:
+        assert data["camera_motion"].shape == (4, 2, 3)
+    # a cache written without transforms (as before) loads with camera_motion None
+    write_detection_cache(tmp_path, "old", easy_detections[:3])
+    assert [f.camera_motion for f in read_detection_cache(tmp_path, "old")[0]] == [None] * 3
+    with pytest.raises(HVPSError, match="camera_motion is set for some frames only"):
+        write_detection_cache(tmp_path, "mixed", [*frames[:2], easy_detections[2]])
+    with pytest.raises(HVPSError, match="camera_motion must be a finite"):
+        bad = _with_motion(easy_detections[:1], [np.nan])
+        write_detection_cache(tmp_path, "nan", bad)
+
+
+def test_damaged_camera_motion_names_the_file(tmp_path: Path, easy_detections: list) -> None:
+    npz, js = write_detection_cache(tmp_path, "0002", _with_motion(easy_detections[:2], [0.0, 1.0]))
+    with np.load(npz) as data:
+        arrays = {k: data[k] for k in data.files}
+    arrays["camera_motion"] = np.zeros((3, 2, 3))
+    np.savez(npz, **arrays)
+    _rewrite_json(js, arrays_sha256=__import__("hashlib").sha256(npz.read_bytes()).hexdigest())
+    with pytest.raises(HVPSError, match=r"0002\.npz: camera_motion has shape \(3, 2, 3\)"):
+        read_detection_cache(tmp_path, "0002")
+
+
+class _ImagePredictor(_Predictor):
+    def predict_step(self, batch: dict, batch_idx: int) -> list[tuple[str, FrameDetections]]:
+        return [
+            (meta["sequence"], self.frames[int(i)])
+            for i, meta in zip(batch["index"], batch["meta"], strict=True)
+        ]
+
+
+def test_detection_cache_writer_can_store_camera_motion(tmp_path: Path, easy_detections: list) -> None:
+    import cv2
+
+    rng = np.random.default_rng(0)
+    scene = cv2.GaussianBlur((rng.random((120, 260)) * 255).astype(np.uint8), (0, 0), 2)
+    metas = []
+    for i in range(4):  # the camera pans: the image content moves 3 px left per frame
+        path = tmp_path / f"{i:06d}.png"
+        cv2.imwrite(str(path), np.ascontiguousarray(scene[:, 3 * i : 3 * i + 200]))
+        metas.append({"sequence": "0002", "frame": f"{i:06d}", "image_path": str(path)})
+    frames = [FrameDetections(f"{i:06d}", f.boxes, f.scores, f.labels, f.masks, f.embeddings, f.image_size)
+              for i, f in enumerate(easy_detections[:4])]  # fmt: skip
+    loader = torch.utils.data.DataLoader(
+        list(range(4)), batch_size=3, collate_fn=lambda ids: {"index": ids, "meta": [metas[i] for i in ids]}
+    )
+    writer = DetectionCacheWriter(tmp_path / "cache", camera_motion=True)
+    trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, callbacks=[writer],
+                        enable_progress_bar=False, enable_model_summary=False)  # fmt: skip
+    trainer.predict(_ImagePredictor(frames), loader, return_predictions=False)
+    loaded, _ = read_detection_cache(tmp_path / "cache", "0002")
+    shifts = [f.camera_motion[:, 2] for f in loaded]
+    np.testing.assert_allclose(shifts[0], [0.0, 0.0])
+    np.testing.assert_allclose(np.array(shifts[1:]), [[-3.0, 0.0]] * 3, atol=0.3)

@@ -52,8 +52,8 @@ def test_flat_yaml_round_trip(tmp_path: Path) -> None:
 
 
 def test_max_age_follows_the_enabled_windows() -> None:
-    assert TrackerConfig().max_age == 60
-    assert TrackerConfig(long_term_enabled=False).max_age == 5
+    assert TrackerConfig().max_age == TrackerConfig().long_term_frames
+    assert TrackerConfig(long_term_enabled=False).max_age == TrackerConfig().short_term_frames
     assert TrackerConfig(long_term_enabled=False, short_term_enabled=False).max_age == 0
 
 
@@ -69,6 +69,15 @@ def test_max_age_follows_the_enabled_windows() -> None:
         ({"embedding_momentum": 1.5}, "embedding_momentum: 1.5 is outside"),
         ({"motion_model": "linear"}, "motion_model: expected one of constant_velocity, kalman"),
         ({"gallery_size": {"low": 1}}, "gallery_size: an entry given as a mapping needs a 'default'"),
+        ({"association": "greedy"}, "association: expected one of joint, cascade"),
+        ({"reid_ratio": -0.5}, "reid_ratio: -0.5 is outside the valid range"),
+        ({"tracklet_reid_frames": -1}, "tracklet_reid_frames: -1 is outside"),
+        # contradictory settings name the key to change
+        (
+            {"short_term_frames": 20, "long_term_frames": 10},
+            "long_term_frames: 10 is shorter than short_term_frames 20",
+        ),
+        ({"use_embeddings": False}, "long_term_enabled: re-ID needs embeddings"),
     ],
 )
 def test_bad_values_are_clear_errors(values: dict, message: str) -> None:
@@ -102,3 +111,31 @@ def test_replace_checks_values() -> None:
     assert TrackerConfig().replace(min_hits=4).min_hits == 4
     with pytest.raises(HVPSError):
         TrackerConfig().replace(min_hits=-1)
+
+
+def test_contradictions_only_count_between_enabled_stages() -> None:
+    assert (
+        TrackerConfig(short_term_frames=20, long_term_frames=10, long_term_enabled=False).long_term_frames
+        == 10
+    )
+    assert (
+        TrackerConfig(short_term_frames=20, long_term_frames=10, short_term_enabled=False).short_term_frames
+        == 20
+    )
+    assert not TrackerConfig(use_embeddings=False, long_term_enabled=False).use_embeddings
+    # sampled search ranges never contradict each other
+    space = TrackerConfig.search_space()
+    assert space["long_term_frames"].low >= space["short_term_frames"].high
+
+
+def test_previous_release_config_keeps_the_old_values_and_infinite_switches(tmp_path: Path) -> None:
+    previous = TrackerConfig.from_yaml(DEFAULT_YAML.parent / "previous_release.yaml")
+    assert (
+        previous.association == "cascade"
+        and previous.tracklet_reid_frames == 0
+        and not previous.camera_motion
+    )
+    assert previous.short_term_max_embedding_distance == 0.7 and previous.long_term_frames == 60
+    assert previous.reid_ratio == float("inf") and previous.reid_max_centre_distance == float("inf")
+    previous.to_yaml(tmp_path / "p.yaml")
+    assert TrackerConfig.from_yaml(tmp_path / "p.yaml") == previous  # .inf survives YAML

@@ -86,4 +86,17 @@ def test_benchmark_script_prints_one_json_line() -> None:
     assert done.returncode == 0, done.stderr
     lines = done.stdout.strip().splitlines()
     result = json.loads(lines[-1])
-    assert result["objects_per_frame"] == 3 and result["fps"] > 0 and result["frames"] == 4
+    assert result["objects_per_frame"] == 3 and result["frames"] == 4
+    assert result["fps"] > 0 and result["fps_previous"] > 0 and result["camera_motion_ms"] > 0
+
+
+def test_quality_benchmark_prints_the_workloads_json() -> None:
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "tracker_quality.py"
+    args = ["--frames", "12", "--height", "90", "--width", "160", "--runs", "1"]
+    done = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    for name in ("crowd", "occlusion"):
+        entry = result["workloads"][name]
+        assert {"idf1", "hota", "idsw", "fps", "assa", "box"} <= set(entry)
+        assert {"idf1", "hota", "idsw", "fps"} <= set(entry["previous"]) and entry["frames"] == 12

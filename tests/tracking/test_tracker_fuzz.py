@@ -41,6 +41,8 @@ def frame(draw: st.DrawFn, index: int) -> FrameDetections:
         mask[y1:y2, x1:x2] = 1  # may be empty (zero-size box)
         masks.append(encode_mask(mask))
         boxes.append([x1, y1, x2, y2])
+    shift = draw(st.sampled_from([None, (0.0, 0.0, 1.0), (3.0, -2.0, 1.0), (-5.0, 1.0, 1.1)]))
+    motion = None if shift is None else np.array([[shift[2], 0, shift[0]], [0, shift[2], shift[1]]])
     return FrameDetections(
         frame=f"{index:06d}",
         boxes=np.asarray(boxes, np.float32).reshape(-1, 4),
@@ -49,6 +51,7 @@ def frame(draw: st.DrawFn, index: int) -> FrameDetections:
         masks=masks,
         embeddings=np.asarray([i[3] for i in items], np.float32).reshape(-1, DIM),
         image_size=(HEIGHT, WIDTH),
+        camera_motion=motion,
     )
 
 
@@ -57,13 +60,33 @@ def stream(draw: st.DrawFn) -> list[FrameDetections]:
     return [draw(frame(i)) for i in range(draw(st.integers(1, 8)))]
 
 
+def _config(short_term_frames: int, longer_by: int, use_embeddings: bool, **values: object) -> TrackerConfig:
+    # the re-ID window never shorter than the retrieval window, no re-ID without embeddings
+    # (both are config errors)
+    if not use_embeddings:
+        values["long_term_enabled"] = False
+    return TrackerConfig(
+        short_term_frames=short_term_frames,
+        long_term_frames=short_term_frames + longer_by,
+        use_embeddings=use_embeddings,
+        **values,
+    )
+
+
 configs = st.builds(
-    TrackerConfig,
+    _config,
     min_hits=st.integers(1, 3),
     short_term_enabled=st.booleans(),
     long_term_enabled=st.booleans(),
     short_term_frames=st.integers(1, 3),
-    long_term_frames=st.integers(1, 6),
+    longer_by=st.integers(0, 4),
+    use_embeddings=st.sampled_from([True, True, False]),
+    association=st.sampled_from(["joint", "cascade"]),
+    camera_motion=st.booleans(),
+    tracklet_reid_frames=st.integers(0, 4),
+    reid_ratio=st.sampled_from([0.7, 1.0, float("inf")]),
+    reid_max_centre_distance=st.sampled_from([0.5, float("inf")]),
+    appearance_update_max_overlap=st.sampled_from([0.0, 0.3, 1.0]),
     motion_model=st.sampled_from(["constant_velocity", "kalman"]),
     max_track_id=st.sampled_from([3, 999]),
     gallery_size=st.integers(1, 4),
