@@ -4,8 +4,8 @@ Two workloads, each a real ``hvps sweep`` trial (:func:`hvps_lightning.sweeps.ob
 once, then :func:`~hvps_lightning.sweeps.objective.evaluate_config` per trial):
 
 * ``aq``: 1,000 frames at the demo resolution 192x320, ``--people`` moving people
-  (:func:`hvps_lightning.tracking.simulate.moving_objects_gt`), GT-derived noisy detections
-  (:func:`~hvps_lightning.tracking.simulate.simulate_detections`), AQ objective (fusion with the
+  (:func:`hvps_lightning.data.synthetic.detections.moving_objects_gt`), GT-derived noisy detections
+  (:func:`~hvps_lightning.data.synthetic.detections.simulate_detections`), AQ objective (fusion with the
   GT semantics + STQ metric). Target: under 5 s per trial on one core.
 * ``stq``: one 600-frame 1920x1080 sequence (people drawn at 480x270 and upsampled x4, so the
   masks have full-resolution run lengths), a semantic cache, STQ objective. The ground truth
@@ -43,6 +43,12 @@ import numpy as np
 import optuna
 import torch
 
+from hvps_lightning.data.synthetic.detections import (
+    PERSON_LABEL,
+    GTFrame,
+    moving_objects_gt,
+    simulate_detections,
+)
 from hvps_lightning.formats import write_step_png
 from hvps_lightning.formats.detection_cache import write_detection_cache
 from hvps_lightning.formats.semantic_cache import write_semantic_map
@@ -50,7 +56,6 @@ from hvps_lightning.structures.masks import decode_mask, encode_mask
 from hvps_lightning.sweeps.objective import evaluate_config, load_sweep_data
 from hvps_lightning.sweeps.space import suggest_params
 from hvps_lightning.tracking.config import TrackerConfig
-from hvps_lightning.tracking.simulate import PERSON_LABEL, GTFrame, moving_objects_gt, simulate_detections
 
 #: MOTChallenge-STEP classes used for the background of the generated ground truth.
 SIDEWALK, BUILDING, SKY = 0, 1, 3

@@ -1,6 +1,6 @@
 """Tracker quality: IDF1, IDSW, HOTA, AssA on the hard simulated workloads, and frames/s.
 
-Two workloads of :mod:`hvps_lightning.tracking.scenes` (1,000 frames at 1080x1920 each):
+Two workloads of :mod:`hvps_lightning.data.synthetic.tracking_workloads` (1,000 frames at 1080x1920 each):
 ``crowd`` (~30 people per frame crossing under a slowly panning camera, low walls) and
 ``occlusion`` (people hidden 10-60 frames behind pillars, crossing paths, false positives next
 to people with embeddings near theirs). Detections carry 128-d embeddings with a shared
@@ -40,6 +40,8 @@ from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+from hvps_lightning.data.synthetic.detections import GTFrame  # noqa: E402
+from hvps_lightning.data.synthetic.tracking_workloads import WORKLOADS, Scene, simulate_scene  # noqa: E402
 from hvps_lightning.formats.mots_txt import MOTSObject  # noqa: E402
 from hvps_lightning.metrics.mots import (  # noqa: E402
     SequenceMatches,
@@ -50,8 +52,6 @@ from hvps_lightning.metrics.mots import (  # noqa: E402
 from hvps_lightning.structures.detections import TrackedObject  # noqa: E402
 from hvps_lightning.structures.masks import mask_boxes  # noqa: E402
 from hvps_lightning.tracking.config import TrackerConfig  # noqa: E402
-from hvps_lightning.tracking.scenes import WORKLOADS, Scene, simulate_scene  # noqa: E402
-from hvps_lightning.tracking.simulate import GTFrame  # noqa: E402
 from hvps_lightning.tracking.tracker import track_sequence  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

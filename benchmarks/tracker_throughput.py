@@ -1,6 +1,6 @@
 """Tracker throughput: frames per second of the tracker on a 1080p crowd, and the cost of camera motion.
 
-Detections come from the hard crowd workload of :mod:`hvps_lightning.tracking.scenes` at
+Detections come from the hard crowd workload of :mod:`hvps_lightning.data.synthetic.tracking_workloads` at
 1080x1920 (MOTChallenge-STEP size): ~30 people per frame, RLE masks that overlap where people
 do (the overlap removal runs on every frame), 128-d embeddings, misses, false positives and
 people hidden behind each other, so retrieval, re-ID and tracklet merges all run. Association
@@ -36,9 +36,9 @@ from pathlib import Path  # noqa: E402
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
+from hvps_lightning.data.synthetic.tracking_workloads import WORKLOADS, simulate_scene  # noqa: E402
 from hvps_lightning.tracking.camera_motion import CameraMotionEstimator  # noqa: E402
 from hvps_lightning.tracking.config import TrackerConfig  # noqa: E402
-from hvps_lightning.tracking.scenes import WORKLOADS, simulate_scene  # noqa: E402
 from hvps_lightning.tracking.tracker import track_sequence  # noqa: E402
 
 PREVIOUS = Path(__file__).resolve().parents[1] / "experiments" / "tracker" / "previous_release.yaml"

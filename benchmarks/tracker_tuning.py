@@ -1,6 +1,6 @@
 """Tune the tracker's shipped defaults on simulated *training* scenes (never the benchmark's).
 
-The scenes are :mod:`hvps_lightning.tracking.scenes` workloads drawn with training seeds
+The scenes are :mod:`hvps_lightning.data.synthetic.tracking_workloads` workloads drawn with training seeds
 (100, 101 by default; ``benchmarks/tracker_quality.py`` measures on seed 0, and the demo's
 validation sequence 0002 is never used). A greedy coordinate search: from the base config
 (``TrackerConfig()`` or ``--base``), each parameter in turn takes the candidate value that
@@ -31,9 +31,9 @@ from pathlib import Path  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from tracker_quality import mask_metrics  # noqa: E402
 
+from hvps_lightning.data.synthetic.tracking_workloads import WORKLOADS, simulate_scene  # noqa: E402
 from hvps_lightning.errors import HVPSError  # noqa: E402
 from hvps_lightning.tracking.config import TrackerConfig  # noqa: E402
-from hvps_lightning.tracking.scenes import WORKLOADS, simulate_scene  # noqa: E402
 from hvps_lightning.tracking.tracker import track_sequence  # noqa: E402
 
 #: parameter -> candidate values tried around the base (the rounds that set the defaults).

@@ -14,7 +14,7 @@ Usage::
 
 Without a detection cache, ``--from-gt data/demo/motchallenge_step/instances_txt/train`` simulates
 the sequence's detections from its MOTS ground truth (misses, jitter, and hard look-alike
-embeddings from :func:`hvps_lightning.tracking.scenes.look_alike_prototypes`).
+embeddings from :func:`hvps_lightning.data.synthetic.tracking_workloads.look_alike_prototypes`).
 
 Prints one JSON line: the frames, the track ids of each config and the output path.
 """
@@ -84,9 +84,9 @@ def find_reidentified(
 
 def simulated_from_gt(mots_txt: Path, image_folder: Path) -> list:
     """Detections simulated from a sequence's MOTS ground truth, with look-alike embeddings."""
+    from hvps_lightning.data.synthetic.detections import gt_frames_from_mots, simulate_detections
+    from hvps_lightning.data.synthetic.tracking_workloads import look_alike_prototypes
     from hvps_lightning.formats import read_mots_txt
-    from hvps_lightning.tracking.scenes import look_alike_prototypes
-    from hvps_lightning.tracking.simulate import gt_frames_from_mots, simulate_detections
 
     names = sorted(p.stem for p in image_folder.glob("*.png"))
     if not names:

@@ -69,10 +69,10 @@ def sim_cache(synth_mot_step_root: Path, tmp_path_factory: pytest.TempPathFactor
     Returns ``{"root": dataset root, "cache": detection cache, "semantic": semantic cache}``; the
     semantic cache holds the GT semantic maps (a perfect semantic model).
     """
+    from hvps_lightning.data.synthetic.detections import gt_frames_from_mots, simulate_detections
     from hvps_lightning.formats import read_mots_txt, read_step_png
     from hvps_lightning.formats.detection_cache import write_detection_cache
     from hvps_lightning.formats.semantic_cache import write_semantic_map
-    from hvps_lightning.tracking.simulate import gt_frames_from_mots, simulate_detections
 
     out = tmp_path_factory.mktemp("sweep_cache")
     cache, semantic = out / "cache", out / "semantic"

@@ -79,7 +79,7 @@ never stands twice in one frame.
 
 Example:
     >>> import numpy as np
-    >>> from hvps_lightning.tracking.simulate import make_frame
+    >>> from hvps_lightning.data.synthetic.detections import make_frame
     >>> mask = np.zeros((8, 8), np.uint8); mask[1:5, 1:4] = 1
     >>> tracker = Tracker(TrackerConfig(min_hits=1))
     >>> for name in ("000000", "000001"):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from hvps_lightning.tracking.simulate import GTFrame, moving_objects_gt, simulate_detections
+from hvps_lightning.data.synthetic.detections import GTFrame, moving_objects_gt, simulate_detections
 
 
 @pytest.fixture(scope="session")

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from hvps_lightning.data.synthetic.detections import make_frame
 from hvps_lightning.errors import HVPSError
 from hvps_lightning.structures.detections import FrameDetections
 from hvps_lightning.tracking.association import ambiguous_pairs, path_distance
-from hvps_lightning.tracking.simulate import make_frame
 from hvps_lightning.tracking.tracker import Merge, Tracker, TrackerConfig, track_sequence
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")

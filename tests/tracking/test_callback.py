@@ -9,13 +9,13 @@ import pytest
 import torch
 
 from hvps_lightning.data.datamodule import HVPSDataModule
+from hvps_lightning.data.synthetic.detections import make_frame
 from hvps_lightning.formats import read_mots_txt, read_step_png
 from hvps_lightning.formats.detection_cache import list_cached_sequences
 from hvps_lightning.formats.semantic_cache import write_semantic_map
 from hvps_lightning.lightning.tracker_callback import OfflineTrackerCallback
 from hvps_lightning.structures.masks import encode_mask
 from hvps_lightning.structures.specs import get_spec
-from hvps_lightning.tracking.simulate import make_frame
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore:__array__ implementation:DeprecationWarning",

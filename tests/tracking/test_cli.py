@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 
 from hvps_lightning.cli import main
+from hvps_lightning.data.synthetic.detections import moving_objects_gt, simulate_detections
 from hvps_lightning.formats import check_no_overlap, read_mots_txt, read_step_png
 from hvps_lightning.formats.detection_cache import write_detection_cache
 from hvps_lightning.formats.semantic_cache import write_semantic_map
 from hvps_lightning.structures.masks import decode_mask
-from hvps_lightning.tracking.simulate import moving_objects_gt, simulate_detections
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 

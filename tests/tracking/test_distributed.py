@@ -57,7 +57,7 @@ import torch
 from hvps_lightning.data.datamodule import HVPSDataModule
 from hvps_lightning.structures.specs import get_spec
 from hvps_lightning.lightning.tracker_callback import OfflineTrackerCallback
-from hvps_lightning.tracking.simulate import make_frame
+from hvps_lightning.data.synthetic.detections import make_frame
 from hvps_lightning.structures.masks import encode_mask
 
 root, out = sys.argv[1], sys.argv[2]

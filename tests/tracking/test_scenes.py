@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from hvps_lightning.data.synthetic.tracking_workloads import WORKLOADS, SceneSpec, simulate_scene
 from hvps_lightning.structures.masks import decode_mask
-from hvps_lightning.tracking.scenes import WORKLOADS, SceneSpec, simulate_scene
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 

@@ -8,9 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from hvps_lightning.data.synthetic.detections import (
+    gt_frames_from_mots,
+    moving_objects_gt,
+    simulate_detections,
+)
 from hvps_lightning.formats import MOTSObject
 from hvps_lightning.structures.masks import decode_mask, encode_mask, mask_boxes
-from hvps_lightning.tracking.simulate import gt_frames_from_mots, moving_objects_gt, simulate_detections
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 

@@ -8,15 +8,15 @@ from typing import Any
 import numpy as np
 import pytest
 
-from hvps_lightning.errors import HVPSError
-from hvps_lightning.structures.detections import FrameDetections, TrackedObject
-from hvps_lightning.structures.masks import decode_mask
-from hvps_lightning.tracking.simulate import (
+from hvps_lightning.data.synthetic.detections import (
     make_frame,
     moving_objects_gt,
     simulate_detections,
     track_identities,
 )
+from hvps_lightning.errors import HVPSError
+from hvps_lightning.structures.detections import FrameDetections, TrackedObject
+from hvps_lightning.structures.masks import decode_mask
 from hvps_lightning.tracking.tracker import Tracker, TrackerConfig, track_sequence
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
@@ -262,7 +262,7 @@ def _quality(scene: Any, config: TrackerConfig) -> dict[str, float]:
 
 @pytest.fixture(scope="module")
 def hard_occlusion() -> Any:
-    from hvps_lightning.tracking.scenes import WORKLOADS, simulate_scene
+    from hvps_lightning.data.synthetic.tracking_workloads import WORKLOADS, simulate_scene
 
     return simulate_scene(WORKLOADS["occlusion"].replace(**SCENE), seed=5)
 
@@ -276,7 +276,7 @@ def test_hard_occlusion_scene_holds_identities(hard_occlusion: Any) -> None:
 
 
 def test_easy_embeddings_hide_the_previous_release_errors() -> None:
-    from hvps_lightning.tracking.scenes import WORKLOADS, simulate_scene
+    from hvps_lightning.data.synthetic.tracking_workloads import WORKLOADS, simulate_scene
 
     easy = simulate_scene(WORKLOADS["occlusion"].replace(**SCENE, appearance="easy"), seed=5)
     old = _quality(easy, TrackerConfig.from_yaml(PREVIOUS))

@@ -1,6 +1,6 @@
 """Hard simulated street scenes: ground truth and detections as hard as a real detector's.
 
-The easy simulator (:mod:`hvps_lightning.tracking.simulate`) gives every identity an
+The easy simulator (:mod:`hvps_lightning.data.synthetic.detections`) gives every identity an
 independent random embedding, so two people sit at cosine distance ~1.0 and any loose gate
 looks harmless. Real re-ID features share directions (every crop is "a pedestrian"), people in
 similar clothes look alike, and occlusion mixes the occluder into the crop. This module draws
@@ -42,9 +42,9 @@ from typing import Any, Literal
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from hvps_lightning.data.synthetic.detections import PERSON_LABEL, GTFrame, make_frame
 from hvps_lightning.structures.detections import FrameDetections
 from hvps_lightning.structures.masks import from_coco, rle_subtract
-from hvps_lightning.tracking.simulate import PERSON_LABEL, GTFrame, make_frame
 
 Appearance = Literal["hard", "easy"]
 
@@ -221,8 +221,8 @@ def look_alike_prototypes(
 ) -> dict[int, np.ndarray]:
     """Hard identity embeddings (shared direction, look-alike groups) for the easy simulator.
 
-    A drop-in for :func:`~hvps_lightning.tracking.simulate.identity_prototypes`: pass the
-    result as ``prototypes`` to :func:`~hvps_lightning.tracking.simulate.simulate_detections`
+    A drop-in for :func:`~hvps_lightning.data.synthetic.detections.identity_prototypes`: pass the
+    result as ``prototypes`` to :func:`~hvps_lightning.data.synthetic.detections.simulate_detections`
     to give ground-truth-derived detections (e.g. of a generated dataset) realistic appearances.
     """
     spec = SceneSpec(embedding_dim=dim, look_alike_fraction=look_alike_fraction)
