@@ -1,6 +1,6 @@
 """Training-loader throughput per worker against decoding the same files, for the mot_step configs.
 
-Takes the ``data`` section of ``experiments/stages/mot_step/{mots,semantic}.yaml`` (the MOTS
+Takes the ``data`` section of the shipped configs ``stages/mot_step/{mots,semantic}`` (the MOTS
 config: clips of 3 frames, 2 clips per item, 544x960, augmentation on; the semantic config:
 single frames, semantic targets only; both decode JPEG at half size and leave the
 normalisation to the device) over a generated MOTChallenge-STEP root at 1080p
@@ -42,21 +42,18 @@ from typing import Any
 import cv2
 import numpy as np
 import torch
-import yaml
 from PIL import Image
 
+from hvps_lightning.cli.config import composed_config
 from hvps_lightning.data import datasets, loaders
 from hvps_lightning.data.cache import write_resized_copy
 from hvps_lightning.data.datamodule import HVPSDataModule
 from hvps_lightning.data.synthetic.generate import generate_dataset
 
-CONFIGS = Path(__file__).resolve().parents[1] / "experiments" / "stages" / "mot_step"
-
 
 def data_options(model: str) -> dict[str, Any]:
     """The HVPSDataModule arguments of a mot_step stage config."""
-    config = yaml.safe_load((CONFIGS / f"{model}.yaml").read_text())
-    return dict(config["data"]["init_args"])
+    return dict(composed_config(f"stages/mot_step/{model}")["data"]["init_args"])
 
 
 def make_root(out: Path, frames: int, height: int, width: int, images: str) -> Path:

@@ -9,7 +9,7 @@ direction, look-alike groups, drift and occlusion mixing, and RLE masks that ove
 Configs, side by side in one run on identical detections:
 
 * ``default``: ``TrackerConfig()``;
-* ``previous``: ``experiments/tracker/previous_release.yaml``, the release before the joint
+* ``previous``: the shipped config ``tracker/previous_release``, the release before the joint
   association (cascade, loose retrieval gate 0.7, one-shot re-ID, appearance always updated);
 * ``motion_only``: ``TrackerConfig(use_embeddings=False)`` (IoU/motion association only).
 
@@ -43,6 +43,7 @@ import numpy as np  # noqa: E402
 from hvps_lightning.data.synthetic.detections import GTFrame  # noqa: E402
 from hvps_lightning.data.synthetic.tracking_workloads import WORKLOADS, Scene, simulate_scene  # noqa: E402
 from hvps_lightning.formats.mots_txt import MOTSObject  # noqa: E402
+from hvps_lightning.io import CONFIGS_DIR  # noqa: E402
 from hvps_lightning.metrics.mots import (  # noqa: E402
     SequenceMatches,
     _relabel,
@@ -55,7 +56,7 @@ from hvps_lightning.tracking.config import TrackerConfig  # noqa: E402
 from hvps_lightning.tracking.tracker import track_sequence  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-PREVIOUS = ROOT / "experiments" / "tracker" / "previous_release.yaml"
+PREVIOUS = CONFIGS_DIR / "tracker" / "previous_release.yaml"
 #: MOTS class id of pedestrians: objects are written as 2000 + id.
 PEDESTRIAN = 2
 

@@ -7,7 +7,7 @@ people hidden behind each other, so retrieval, re-ID and tracklet merges all run
 and mask overlap removal only: no image is read and no mask decoded. One thread; the median
 over ``--runs`` runs of ``track_sequence`` over the whole sequence (tentative backfill
 included), for the default config and, side by side, the previous release's
-(``experiments/tracker/previous_release.yaml``). Target (DESIGN.md section 8): >= 800 frames/s.
+(the shipped config ``tracker/previous_release``). Target (DESIGN.md section 8): >= 800 frames/s.
 
 Camera motion compensation is measured apart, on 1080p frames of a panning view of a textured
 scene: milliseconds per frame of :class:`~hvps_lightning.tracking.camera_motion.CameraMotionEstimator`
@@ -31,17 +31,17 @@ import argparse  # noqa: E402 (thread limits must be set before numpy loads)
 import json  # noqa: E402
 import statistics  # noqa: E402
 import time  # noqa: E402
-from pathlib import Path  # noqa: E402
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 from hvps_lightning.data.synthetic.tracking_workloads import WORKLOADS, simulate_scene  # noqa: E402
+from hvps_lightning.io import CONFIGS_DIR  # noqa: E402
 from hvps_lightning.tracking.camera_motion import CameraMotionEstimator  # noqa: E402
 from hvps_lightning.tracking.config import TrackerConfig  # noqa: E402
 from hvps_lightning.tracking.tracker import track_sequence  # noqa: E402
 
-PREVIOUS = Path(__file__).resolve().parents[1] / "experiments" / "tracker" / "previous_release.yaml"
+PREVIOUS = CONFIGS_DIR / "tracker" / "previous_release.yaml"
 
 
 def tracker_fps(frames: list, config: TrackerConfig, runs: int) -> tuple[float, float, float]:

@@ -1,7 +1,7 @@
 r"""Draw the README's re-identification figure: one person before, during and after an occlusion.
 
 Tracks a sequence of a detection cache twice, with the previous release's config
-(``experiments/tracker/previous_release.yaml``) and with the defaults, and picks the person the
+(the shipped config ``tracker/previous_release``) and with the defaults, and picks the person the
 defaults re-identify after the longest gap that the previous release gave a new id. The figure
 has one row per config and three panels (last frame before the gap, the middle of the gap,
 first frame after it), drawn with :func:`hvps_lightning.viz.overlay.overlay_tracks`; the
@@ -31,14 +31,14 @@ import numpy as np
 
 from hvps_lightning.errors import HVPSError
 from hvps_lightning.formats.detection_cache import read_detection_cache
-from hvps_lightning.io import atomic_path
+from hvps_lightning.io import CONFIGS_DIR, atomic_path
 from hvps_lightning.structures.detections import TrackedObject
 from hvps_lightning.tracking.config import TrackerConfig
 from hvps_lightning.tracking.tracker import track_sequence
 from hvps_lightning.viz.overlay import overlay_tracks
 
 ROOT = Path(__file__).resolve().parents[1]
-PREVIOUS = ROOT / "experiments" / "tracker" / "previous_release.yaml"
+PREVIOUS = CONFIGS_DIR / "tracker" / "previous_release.yaml"
 
 
 def find_reidentified(

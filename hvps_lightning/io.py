@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-from hvps_lightning.errors import file_error
+from hvps_lightning.errors import HVPSError, file_error
 
 
 def _umask() -> int:
@@ -99,3 +99,38 @@ def read_json_file(path: Path, *, missing: str, unreadable: str) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise file_error(path, f"{unreadable} ({exc})") from None
+
+
+#: the YAML configs shipped inside the package (stages/, paper/, demo/, tracker/, ...)
+CONFIGS_DIR = Path(__file__).resolve().parent / "configs"
+
+
+def shipped_configs() -> list[str]:
+    """Names of the shipped configs (``stages/mot_step/mots``, ...), sorted."""
+    return sorted(p.relative_to(CONFIGS_DIR).with_suffix("").as_posix() for p in CONFIGS_DIR.rglob("*.yaml"))
+
+
+def resolve_config(value: str | Path, option: str = "--config") -> Path:
+    """The file a config argument names: an existing path, else a shipped config by name.
+
+    ``stages/mot_step/mots`` (with or without ``.yaml``) names
+    ``hvps_lightning/configs/stages/mot_step/mots.yaml``, so the configs work from an installed
+    wheel as from a checkout; a path that exists always wins.
+
+    Raises:
+        HVPSError: ``<option> <value>: ...`` if it is neither a file nor a shipped config.
+
+    Example:
+        >>> resolve_config("tracker/default").relative_to(CONFIGS_DIR).as_posix()
+        'tracker/default.yaml'
+    """
+    path = Path(value)
+    if path.is_file():
+        return path
+    name = str(value).removesuffix(".yaml")
+    shipped = CONFIGS_DIR / f"{name}.yaml"
+    if not path.is_absolute() and ".." not in Path(name).parts and shipped.is_file():
+        return shipped
+    if path.exists():
+        raise HVPSError(f"{option} {value}: not a file")
+    raise HVPSError(f"{option} {value}: no such file, and no shipped config of that name (hvps config list)")

@@ -15,8 +15,14 @@ os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+import lightning.pytorch  # noqa: F401  (see below)
 import torch
 from hypothesis import settings
+
+# Lightning gives its logger a StreamHandler bound to sys.stderr when first imported. Imported
+# inside a test, that is the test's capture stream, which pytest closes afterwards; every later
+# log line then prints "--- Logging error ---" with a traceback into another test's stderr.
+# Imported here, the handler binds the session's stream.
 
 torch.set_num_threads(1)
 

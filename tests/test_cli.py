@@ -7,11 +7,10 @@ from pathlib import Path
 import pytest
 
 from hvps_lightning.cli import main
-from hvps_lightning.cli.pipeline import experiments_dir
 
 SEMANTIC = [
-    "--config", str(experiments_dir() / "stages/mot_step/semantic.yaml"),
-    "--config", str(experiments_dir() / "demo/semantic.yaml"),
+    "--config", "stages/mot_step/semantic",
+    "--config", "demo/semantic",
 ]  # fmt: skip
 
 
@@ -34,4 +33,4 @@ def test_a_lightning_configuration_error_is_one_line(
         "hvps fit: error: Lightning refused the configuration: "
         "fast_dev_run=-1 is not a valid configuration. It should be >= 0."
     )
-    assert not any("Traceback" in line for line in err)
+    assert not any("Traceback" in line for line in err), err

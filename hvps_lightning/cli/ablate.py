@@ -1,11 +1,11 @@
 """``hvps ablate``: the TA/SA grid and the tracker's retrieval/re-ID switches, side by side.
 
 Every variant of the MOTS network (temporal attention on/off x spatial attention on/off) is
-trained on the same generated MOTChallenge-STEP data with the same budget and seeds
-(``experiments/stages/mot_step/mots.yaml`` + ``experiments/demo/mots.yaml`` +
-``experiments/ablations/ta_sa/<variant>.yaml``), predicts the validation sequence, and is
-tracked and scored by the same tracker. The semantic part of the panoptic output is the ground
-truth, so AQ, sMOTSA and IDF1 measure the MOTS network and the tracker alone. The tracker
+trained on the same generated MOTChallenge-STEP data with the same budget and seeds (the
+shipped configs ``stages/mot_step/mots`` + ``demo/mots`` + ``ablations/ta_sa/<variant>``),
+predicts the validation sequence, and is tracked and scored by the same tracker. The semantic
+part of the panoptic output is the ground truth, so AQ, sMOTSA and IDF1 measure the MOTS network
+and the tracker alone. The tracker
 switches (short-term retrieval, long-term re-ID) are then ablated on the full model's
 detections. Writes ``ablation.csv``, ``ablation.md``, ``ablation.png`` and one W&B group.
 """
@@ -29,7 +29,6 @@ from hvps_lightning.cli.pipeline import (
     VAL_SEQUENCE,
     CommandRunner,
     check_wandb_mode,
-    experiments_dir,
     fresh_output_dir,
     last_checkpoint,
     synth_sequences,
@@ -95,7 +94,6 @@ def run(cfg: Namespace) -> int:
     out = fresh_output_dir(cfg.out)
     if out != Path(cfg.out):
         console.print(f"[yellow]{cfg.out} holds an earlier run (kept); this run writes to {out}[/yellow]")
-    experiments = experiments_dir()
     runner = CommandRunner(out, console=console)
     runner.total = 1 + len(cfg.seeds) * len(TA_SA_VARIANTS) * 2
     group = f"ablation-{out.name}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -109,9 +107,9 @@ def run(cfg: Namespace) -> int:
         for ta, sa in TA_SA_VARIANTS:
             name = variant_name(ta, sa)
             work = out / "runs" / f"{name}-seed{seed}"
-            argv = ["fit", "--config", experiments / "stages" / "mot_step" / "mots.yaml",
-                    "--config", experiments / "demo" / "mots.yaml",
-                    "--config", experiments / "ablations" / "ta_sa" / f"{name}.yaml",
+            argv = ["fit", "--config", "stages/mot_step/mots",
+                    "--config", "demo/mots",
+                    "--config", f"ablations/ta_sa/{name}",
                     "--data.init_args.root", root, "--seed_everything", seed, "--trainer.max_steps", steps,
                     "--trainer.default_root_dir", work, "--trainer.logger.init_args.save_dir", out / "wandb",
                     "--trainer.logger.init_args.mode", cfg.wandb, "--trainer.logger.init_args.group", group,
@@ -126,10 +124,10 @@ def run(cfg: Namespace) -> int:
             cache = work / "detections"
             runner.run(
                 f"predict {name} seed {seed}",
-                ["predict", "--config", experiments / "stages" / "mot_step" / "mots.yaml",
-                 "--config", experiments / "demo" / "mots.yaml",
-                 "--config", experiments / "ablations" / "ta_sa" / f"{name}.yaml",
-                 "--config", experiments / "predict" / "mots.yaml", "--data.init_args.root", root,
+                ["predict", "--config", "stages/mot_step/mots",
+                 "--config", "demo/mots",
+                 "--config", f"ablations/ta_sa/{name}",
+                 "--config", "predict/mots", "--data.init_args.root", root,
                  "--trainer.default_root_dir", work, "--trainer.callbacks.init_args.output_dir", cache,
                  "--ckpt_path", ckpt],
             )  # fmt: skip
@@ -139,7 +137,7 @@ def run(cfg: Namespace) -> int:
             rows.append({"group": "TA/SA", "variant": name, "temporal_attention": ta, "spatial_attention": sa,
                          "tracker": "full tracker", "seed": seed, "train_seconds": round(seconds, 1),
                          **metrics})  # fmt: skip
-    default_tracker = experiments / "tracker" / "default.yaml"
+    default_tracker = "tracker/default"
     for label, switches in list(TRACKER_VARIANTS.items())[1:]:
         tracker_yaml = write_tracker_variant(
             default_tracker, switches, out / "trackers" / f"{_slug(label)}.yaml"
@@ -161,7 +159,7 @@ def _slug(label: str) -> str:
     return label.replace(" ", "_").replace("/", "_").replace("-", "")
 
 
-def write_tracker_variant(default: Path, switches: dict[str, bool], path: Path) -> Path:
+def write_tracker_variant(default: str | Path, switches: dict[str, bool], path: Path) -> Path:
     """The default tracker config with some switches turned off, as a YAML file."""
     from hvps_lightning.tracking.config import TrackerConfig
 

@@ -2,7 +2,7 @@
 
 1. ``hvps synth`` writes the three presets (KITTI panoptic, KITTI-STEP, MOTChallenge-STEP).
 2. Staged finetuning, for the MOTS network and the semantic segmenter alike:
-   ``hvps fit --config experiments/stages/<stage>/<model>.yaml --config experiments/demo/<model>.yaml
+   ``hvps fit --config stages/<stage>/<model> --config demo/<model>
    --model.init_args.init_from <previous stage's checkpoint>``.
 3. ``hvps predict`` of the MOTChallenge-STEP validation sequence (0002) with both final
    models: a detection cache and a semantic cache.
@@ -32,7 +32,6 @@ from hvps_lightning.cli.pipeline import (
     CommandRunner,
     check_wandb_mode,
     evaluate_val_sequence,
-    experiments_dir,
     fresh_output_dir,
     last_checkpoint,
     read_json,
@@ -103,7 +102,6 @@ def run(cfg: Namespace) -> int:
         console.print(f"[yellow]{cfg.out} holds an earlier run (kept); this run writes to {out}[/yellow]")
     check_wandb_mode(cfg.wandb)
     data_root = Path(cfg.data_root)
-    experiments = experiments_dir()
     runner = CommandRunner(out, console=console)
     runner.total = 3 + 2 * len(STAGE_PRESETS) + 2 + 1 + 2
     started = time.perf_counter()
@@ -126,8 +124,8 @@ def run(cfg: Namespace) -> int:
         previous: Path | None = None
         for stage, preset in STAGE_PRESETS.items():
             run_dir = out / "runs" / stage / model
-            argv = ["fit", "--config", experiments / "stages" / stage / f"{model}.yaml",
-                    "--config", experiments / "demo" / f"{model}.yaml",
+            argv = ["fit", "--config", f"stages/{stage}/{model}",
+                    "--config", f"demo/{model}",
                     "--data.init_args.root", roots[preset], "--trainer.default_root_dir", run_dir,
                     "--trainer.max_steps", steps[stage], *common,
                     # the demo configs' OneCycleLR counts steps: one cycle per stage
@@ -148,9 +146,9 @@ def run(cfg: Namespace) -> int:
     for model, writer in (("mots", "detections"), ("semantic", "semantic")):
         runner.run(
             f"predict {model}",
-            ["predict", "--config", experiments / "stages" / "mot_step" / f"{model}.yaml",
-             "--config", experiments / "demo" / f"{model}.yaml",
-             "--config", experiments / "predict" / f"{model}.yaml",
+            ["predict", "--config", f"stages/mot_step/{model}",
+             "--config", f"demo/{model}",
+             "--config", f"predict/{model}",
              "--data.init_args.root", mot_root, "--trainer.default_root_dir", out / "runs" / "predict",
              "--trainer.callbacks.init_args.output_dir", cache / writer, "--ckpt_path", checkpoints[model]],
         )  # fmt: skip
@@ -159,7 +157,7 @@ def run(cfg: Namespace) -> int:
     runner.run(
         "track",
         ["track", "--detections", cache / "detections", "--semantic", cache / "semantic", "--out", out,
-         "--tracker-config", experiments / "tracker" / "default.yaml", "--dataset", "motchallenge_step"],
+         "--tracker-config", "tracker/default", "--dataset", "motchallenge_step"],
     )  # fmt: skip
 
     # 5. evaluate against the generated ground truth of the validation sequence

@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sweep": ("hvps_lightning.cli.sweep", "tracker hyperparameter sweeps on a detection cache"),
     "ablate": ("hvps_lightning.cli.ablate", "run the TA/SA ablation grid"),
     "demo": ("hvps_lightning.cli.demo", "the end-to-end demo on generated data"),
+    "config": ("hvps_lightning.cli.config", "list or show the shipped YAML configs"),
 }
 
 
@@ -82,6 +83,10 @@ def main(args: Sequence[str] | None = None) -> int:
         return 0 if argv else 2
     command = argv[0]
     try:
+        if any(a in ("--config", "-c") or a.startswith("--config=") for a in argv[1:]):
+            from hvps_lightning.cli.config import expand_config_args
+
+            argv = [command, *expand_config_args(argv[1:])]
         if command in LIGHTNING_COMMANDS:
             return run_lightning(argv)
         if command not in COMMANDS:
@@ -103,6 +108,10 @@ def main(args: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"hvps {command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # the reader of our output went away (`hvps config list | head`): not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 def entry_point() -> None:

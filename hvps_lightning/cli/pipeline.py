@@ -33,22 +33,6 @@ STAGE_PRESETS: dict[str, str] = {
     "mot_step": "motchallenge_step",
 }
 
-EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
-
-
-def experiments_dir() -> Path:
-    """The repository's ``experiments/`` folder (YAML configs).
-
-    Raises:
-        HVPSError: if the package runs outside its repository checkout.
-    """
-    if not EXPERIMENTS.is_dir():
-        raise HVPSError(
-            f"{EXPERIMENTS}: experiments/ folder not found (run from a checkout of hvps-lightning)"
-        )
-    return EXPERIMENTS
-
-
 def fresh_output_dir(requested: str | Path) -> Path:
     """Return ``requested`` if it is absent or empty, else the first free ``<requested>-<k>``.
 

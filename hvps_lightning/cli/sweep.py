@@ -96,7 +96,7 @@ def _tracker_parser() -> ArgumentParser:
     parser.add_argument(
         "--config",
         action=ActionConfigFile,
-        help="a preset YAML (experiments/sweeps/); later arguments override it",
+        help="a preset YAML (shipped: sweeps/...; see hvps config list); later arguments override it",
     )
     _add_data_arguments(parser)
     parser.add_argument("--trials", type=int, default=None, help=_TRIALS_HELP)

@@ -2,9 +2,9 @@ r"""``hvps track``: track a detection cache; write MOTS txt and, with a semantic
 
 Example::
 
-    hvps predict --config experiments/... --trainer.callbacks+=DetectionCacheWriter ...
+    hvps predict --config stages/mot_step/mots --config predict/mots --ckpt_path MOTS.ckpt
     hvps track --detections cache/detections --out runs/tracked \\
-        --tracker-config experiments/tracker/default.yaml --semantic cache/semantic \\
+        --tracker-config tracker/default --semantic cache/semantic \\
         --gt data/motchallenge_step
 
 Writes, every file under a temporary name and renamed when complete:

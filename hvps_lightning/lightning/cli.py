@@ -74,7 +74,14 @@ class HVPSLightningCLI(LightningCLI):
     """LightningCLI with the project's links between data and model."""
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        """Tie the model's dataset spec, and its network's classes, to the DataModule's."""
+        """Tie the model's dataset spec, and its network's classes, to the DataModule's.
+
+        Also accepts a config's ``base:`` key: ``hvps`` has already put the configs it names
+        before the file (``hvps_lightning.cli.config``), so here it is only recorded.
+        """
+        parser.add_argument(
+            "--base", type=list[str] | str | None, default=None, help="configs this config builds on"
+        )
         parser.link_arguments("data.dataset_name", "model.init_args.dataset", apply_on="instantiate")
         parser.link_arguments("data.spec", "model.init_args.net.init_args.thing_ids",
                               compute_fn=spec_thing_ids, apply_on="instantiate")  # fmt: skip

@@ -24,7 +24,7 @@ The callback can be listed under ``trainer.callbacks`` in YAML, or returned by a
     trainer:
       callbacks:
         - class_path: hvps_lightning.lightning.tracker_callback.OfflineTrackerCallback
-          init_args: {tracker_config: experiments/tracker/default.yaml}
+          init_args: {tracker_config: tracker/default}
 """
 
 from __future__ import annotations

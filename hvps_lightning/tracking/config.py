@@ -3,7 +3,7 @@
 Tracking (:class:`~hvps_lightning.tracking.tracker.Tracker`, ``hvps track``, the offline
 callback) and tuning (``hvps sweep tracker``) read the same fields. Each field's range sits
 in its metadata next to the default; :meth:`TrackerConfig.search_space` collects them.
-``experiments/tracker/default.yaml`` repeats defaults and ranges in the boxmot style
+``hvps_lightning/configs/tracker/default.yaml`` repeats defaults and ranges in the boxmot style
 (``name: {default: ..., kind: ..., low: ..., high: ...}``); a test keeps it equal to this file.
 
 YAML files given to :meth:`TrackerConfig.from_yaml` may be flat (``score_threshold: 0.5``,
@@ -31,7 +31,7 @@ from typing import Any, Literal
 import yaml
 
 from hvps_lightning.errors import HVPSError, file_error
-from hvps_lightning.io import atomic_open, read_text_file
+from hvps_lightning.io import atomic_open, read_text_file, resolve_config
 
 ParamKind = Literal["float", "int", "bool", "categorical"]
 
@@ -304,12 +304,12 @@ class TrackerConfig:
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> TrackerConfig:
-        """Read a config from a YAML file (flat or boxmot style).
+        """Read a config from a YAML file (flat or boxmot style), or a shipped one (``tracker/default``).
 
         Raises:
             HVPSError: naming the file if it is missing, not YAML, or holds bad parameters.
         """
-        path = Path(path)
+        path = resolve_config(path, "tracker config")
         text = read_text_file(
             path, missing="tracker config not found", unreadable="unreadable tracker config"
         )
@@ -339,7 +339,7 @@ class TrackerConfig:
             "# `hvps track --tracker-config` and `hvps sweep tracker` read this file; a test keeps it",
             "# equal to TrackerConfig. Regenerate with:",
             '#   python -c "from hvps_lightning.tracking.config import TrackerConfig as C; '
-            "C().to_yaml('experiments/tracker/default.yaml', with_ranges=True)\"",
+            "C().to_yaml('hvps_lightning/configs/tracker/default.yaml', with_ranges=True)\"",
         ]
         space = self.search_space()
         for spec in dataclasses.fields(self):

@@ -13,7 +13,6 @@ from wandb_offline import find_offline_runs, read_offline_run
 
 from hvps_lightning.cli import main
 from hvps_lightning.cli.ablate import METRICS, TRACKER_VARIANTS
-from hvps_lightning.cli.pipeline import experiments_dir
 
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 
@@ -76,7 +75,7 @@ def test_ablation_analysis_notebook_reads_the_ablation(ablation: Path, tmp_path:
 @pytest.mark.slow
 def test_quickstart_notebook_runs_end_to_end(tmp_path: Path) -> None:
     env = {"HVPS_NOTEBOOK_QUICK": "1", "HVPS_NOTEBOOK_OUT": str(tmp_path / "out"),
-           "HVPS_EXPERIMENTS": str(experiments_dir()), "WANDB_MODE": "offline"}  # fmt: skip
+           "WANDB_MODE": "offline"}  # fmt: skip
     nb = execute("quickstart.ipynb", tmp_path, env)
     assert (tmp_path / "out" / "stq.json").is_file()
     images = [o for cell in nb.cells for o in cell.get("outputs", []) if "image/png" in o.get("data", {})]

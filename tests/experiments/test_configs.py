@@ -1,4 +1,4 @@
-"""Every experiment YAML gets a fast_dev_run on generated data (the smoke tests of experiments/).
+"""Every shipped config gets a fast_dev_run on generated data (the smoke tests of hvps_lightning/configs/).
 
 Stage configs run with the demo override (CPU sizes); the paper overrides run on top of the
 MOTChallenge-STEP stage with sizes, devices, precision and internet-only weights overridden;
@@ -14,10 +14,11 @@ import pytest
 import yaml
 
 from hvps_lightning.cli import main
-from hvps_lightning.cli.pipeline import STAGE_PRESETS, experiments_dir, last_checkpoint
+from hvps_lightning.cli.pipeline import STAGE_PRESETS, last_checkpoint
 from hvps_lightning.formats.detection_cache import list_cached_sequences
+from hvps_lightning.io import CONFIGS_DIR
 
-EXPERIMENTS = experiments_dir()
+EXPERIMENTS = CONFIGS_DIR
 LIGHTNING_YAMLS = sorted(
     p.relative_to(EXPERIMENTS).as_posix()
     for p in EXPERIMENTS.rglob("*.yaml")
@@ -58,6 +59,7 @@ def test_every_yaml_is_covered() -> None:
     for folder in ("demo", "paper", "predict"):
         covered |= {f"{folder}/{m}.yaml" for m in ("mots", "semantic")}
     covered |= {f"ablations/ta_sa/ta_{t}_sa_{s}.yaml" for t in ("on", "off") for s in ("on", "off")}
+    covered |= {"base/mots.yaml", "base/semantic.yaml"}  # every stage config builds on them
     assert set(LIGHTNING_YAMLS) == covered
 
 

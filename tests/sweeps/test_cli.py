@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
 
 from hvps_lightning.cli import main
+from hvps_lightning.io import CONFIGS_DIR
 from hvps_lightning.sweeps.objective import evaluate_config, load_sweep_data
 from hvps_lightning.tracking.config import TrackerConfig
 
-PRESETS = Path(__file__).resolve().parents[2] / "experiments" / "sweeps"
+PRESETS = CONFIGS_DIR / "sweeps"
 
 
 def _sweep(sim_cache, out, *extra):
@@ -135,7 +135,7 @@ def test_two_worker_processes_run_the_real_objective(sim_cache, tmp_path):
 
 @pytest.mark.parametrize("preset", sorted(PRESETS.glob("*.yaml")), ids=lambda p: p.stem)
 def test_sweep_presets_run(sim_cache, tmp_path, preset):
-    """Every preset in experiments/sweeps parses and runs (two trials; grid presets their grid)."""
+    """Every shipped sweep preset parses and runs (two trials; grid presets their grid)."""
     extra = ["--semantic", str(sim_cache["semantic"])] if "stq" in preset.stem else []
     trials = yaml.safe_load(preset.read_text())["trials"]
     out = tmp_path / "out"

@@ -7,9 +7,10 @@ import pytest
 import yaml
 
 from hvps_lightning.errors import HVPSError
+from hvps_lightning.io import CONFIGS_DIR
 from hvps_lightning.tracking.config import ParamRange, TrackerConfig
 
-DEFAULT_YAML = Path(__file__).resolve().parents[2] / "experiments" / "tracker" / "default.yaml"
+DEFAULT_YAML = CONFIGS_DIR / "tracker" / "default.yaml"
 
 
 def test_default_yaml_holds_the_dataclass_defaults_and_ranges() -> None:

@@ -15,6 +15,7 @@ from hvps_lightning.data.synthetic.detections import (
     track_identities,
 )
 from hvps_lightning.errors import HVPSError
+from hvps_lightning.io import CONFIGS_DIR
 from hvps_lightning.structures.detections import FrameDetections, TrackedObject
 from hvps_lightning.structures.masks import decode_mask
 from hvps_lightning.tracking.tracker import Tracker, TrackerConfig, track_sequence
@@ -242,7 +243,7 @@ def test_sizes_and_dimensions_may_not_change_within_a_sequence() -> None:
 # 10-60 frames, the camera pans, false positives look like the person next to them: the errors
 # the easy simulator (independent random embeddings) cannot show.
 
-PREVIOUS = Path(__file__).resolve().parents[2] / "experiments" / "tracker" / "previous_release.yaml"
+PREVIOUS = CONFIGS_DIR / "tracker" / "previous_release.yaml"
 SCENE = {"num_frames": 250, "height": 180, "width": 320}
 
 
