@@ -424,10 +424,10 @@ def _batch_statistics_numpy(
     if batch == 0 or item_size == 0:
         return np.zeros((num_slots, size, size), dtype=np.int64), np.zeros((0, 4), dtype=np.int64)
     total = batch * item_size
-    starts = find_run_starts(target, preds)
-    lengths = np.diff(starts, append=np.int64(total))
-    gt_semantic, gt_instance = _values_at(target, starts)
-    pred_semantic, pred_instance = _values_at(preds, starts)
+    starts, (gt_semantic, gt_instance), (pred_semantic, pred_instance) = find_runs(target, preds)
+    lengths = np.empty(starts.size, dtype=np.float64)  # float: what bincount weights are anyway
+    np.subtract(starts[1:], starts[:-1], out=lengths[:-1], casting="unsafe")
+    lengths[-1] = total - starts[-1]
     run_slots = slots_of_items[starts // item_size] if num_slots > 1 else None
     confusion, pairs = _run_statistics(
         gt_semantic, gt_instance, pred_semantic, pred_instance, lengths, run_slots, num_slots, space, validate
@@ -437,13 +437,16 @@ def _batch_statistics_numpy(
 
 #: element size -> the unsigned integer that holds a pixel's two channels in one word.
 _PAIR_WORD = {1: np.uint16, 2: np.uint32, 4: np.uint64}
+#: 64-bit pairs are gathered as one 16-byte item per pixel (a bit-exact copy).
+_PIXEL_OF_64_BIT_PAIR = np.dtype((np.void, 16))
 
 
-def _word_streams(maps: LabelMaps) -> list[tuple[np.ndarray, int]]:
+def _streams(maps: LabelMaps) -> list[tuple[np.ndarray, int]]:
     """1-D arrays whose elements, compared ``step`` elements apart, tell equal pixels apart.
 
     A pixel equals its left neighbour iff every stream has equal elements at its position
-    (step 1: one element per pixel; step 2: the two channels of 64-bit pairs).
+    (step 1: one element per pixel; step 2: the two channels of 64-bit pairs). The streams'
+    elements at the run starts are also what the statistics need.
     """
     if maps.layout == "pairs":
         (labels,) = maps.arrays
@@ -454,71 +457,93 @@ def _word_streams(maps: LabelMaps) -> list[tuple[np.ndarray, int]]:
     return [(array.reshape(-1), 1) for array in maps.arrays]
 
 
-def find_run_starts(target: LabelMaps, preds: LabelMaps) -> np.ndarray:
-    """Flat pixel indices (int64, ascending) where a run starts, over a batch of (B, H, W) label maps.
+def _decode_streams(maps: LabelMaps, gathered: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """(semantic, instance) per run from the gathered stream elements of :func:`_streams`."""
+    if maps.layout == "pairs":
+        labels_dtype = maps.arrays[0].dtype
+        (words,) = gathered
+        pairs = words.view(labels_dtype).reshape(-1, 2)
+        return pairs[:, 0], pairs[:, 1]
+    if maps.layout == "split":
+        semantic, instance = gathered
+        return semantic, instance
+    return split_panoptic(gathered[0], maps.label_divisor)
+
+
+def _or_into(flags: np.ndarray, other: np.ndarray, size: int) -> None:
+    """``flags[:size] |= other[:size]`` for bool buffers, eight flags per operation (size % 8 == 0)."""
+    words = flags[:size].view(np.uint64)
+    np.bitwise_or(words, other[:size].view(np.uint64), out=words)
+
+
+def _gather(array: np.ndarray, step: int, begin: int, end: int, local: np.ndarray) -> np.ndarray:
+    if step == 1:
+        return array[begin:end].take(local)
+    return array[2 * begin : 2 * end].view(_PIXEL_OF_64_BIT_PAIR).take(local)
+
+
+def find_runs(
+    target: LabelMaps, preds: LabelMaps
+) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """Run-length encode a batch of (B, H, W) label maps along the flattened pixels.
 
     A run continues while ground truth and prediction both equal their left neighbour's;
-    every batch item starts a new run. This is the only pass over all pixels.
+    every batch item starts a new run. This is the only pass over all pixels: per chunk of
+    :data:`CPU_CHUNK_PIXELS`, the neighbour comparisons and the gathering of the labels at the
+    run starts both work on data still in cache.
+
+    Returns:
+        The flat pixel indices (int64, ascending) where runs start, and (semantic, instance)
+        of the target and of the prediction at those pixels, in the inputs' dtypes.
     """
     batch, height, width = target.shape
     item_size, total = height * width, batch * height * width
-    streams = _word_streams(target) + _word_streams(preds)
-    chunk = max(1, CPU_CHUNK_PIXELS)
-    change = np.empty(min(chunk, total), dtype=bool)
-    scratch = np.empty(min(chunk, total), dtype=bool)
-    pair_flags = np.empty(2 * min(chunk, total), dtype=bool) if any(s == 2 for _, s in streams) else None
-    paired = np.empty(min(chunk, total), dtype=np.uint16) if pair_flags is not None else None
+    target_streams, pred_streams = _streams(target), _streams(preds)
+    streams = target_streams + pred_streams
+    chunk = max(1, min(CPU_CHUNK_PIXELS, total))
+    padded = -(-chunk // 8) * 8  # bool buffers are OR-ed eight at a time, as uint64
+    change, scratch = np.zeros(padded, dtype=bool), np.zeros(padded, dtype=bool)
+    with_pairs = any(step == 2 for _, step in streams)
+    pair_change = np.zeros(2 * padded if with_pairs else 0, dtype=bool)
+    pair_scratch = np.zeros(2 * padded if with_pairs else 0, dtype=bool)
     parts = [np.zeros(1, dtype=np.int64)]
+    gathered: list[list[np.ndarray]] = [[_gather(array, step, 0, 1, parts[0])] for array, step in streams]
     for begin in range(1, total, chunk):  # pixel 0 starts a run; compare pixels begin .. end - 1
         end = min(begin + chunk, total)
         count = end - begin
+        words = -(-count // 8)
         have_bool = have_pairs = False
         for array, step in streams:
             if step == 1:
-                target_out = scratch[:count] if have_bool else change[:count]
-                np.not_equal(array[begin:end], array[begin - 1 : end - 1], out=target_out)
+                out = scratch if have_bool else change
+                np.not_equal(array[begin:end], array[begin - 1 : end - 1], out=out[:count])
                 if have_bool:
-                    np.bitwise_or(change[:count], target_out, out=change[:count])
+                    _or_into(change, scratch, 8 * words)
                 have_bool = True
             else:
-                assert pair_flags is not None and paired is not None
-                flags = pair_flags[: 2 * count]
-                np.not_equal(array[2 * begin : 2 * end], array[2 * begin - 2 : 2 * end - 2], out=flags)
-                # the two flags of a pixel read as one uint16: nonzero iff either channel differs
+                out = pair_scratch if have_pairs else pair_change
+                here, left = array[2 * begin : 2 * end], array[2 * begin - 2 : 2 * end - 2]
+                np.not_equal(here, left, out=out[: 2 * count])
                 if have_pairs:
-                    np.bitwise_or(paired[:count], flags.view(np.uint16), out=paired[:count])
-                else:
-                    paired[:count] = flags.view(np.uint16)
+                    _or_into(pair_change, pair_scratch, 16 * words)
                 have_pairs = True
         if have_pairs:
-            assert paired is not None
+            # the two flags of a pixel read as one uint16: nonzero iff either channel differs
+            out = scratch if have_bool else change
+            np.not_equal(pair_change[: 2 * count].view(np.uint16), 0, out=out[:count])
             if have_bool:
-                np.not_equal(paired[:count], 0, out=scratch[:count])
-                np.bitwise_or(change[:count], scratch[:count], out=change[:count])
-            else:
-                np.not_equal(paired[:count], 0, out=change[:count])
+                _or_into(change, scratch, 8 * words)
         first_item = -(-begin // item_size) * item_size  # first item start >= begin
         change[first_item - begin : count : item_size] = True
-        starts = np.flatnonzero(change[:count])
-        starts += begin
-        parts.append(starts)
-    return np.concatenate(parts) if len(parts) > 1 else parts[0]
-
-
-def _values_at(maps: LabelMaps, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(semantic, instance) at flat pixel ``index``, in the input's dtype (packed ids: decoded)."""
-    if maps.layout == "pairs":
-        (labels,) = maps.arrays
-        word = _PAIR_WORD.get(labels.dtype.itemsize)
-        if word is not None:
-            pairs = labels.reshape(-1).view(word).take(index).view(labels.dtype).reshape(-1, 2)
-        else:
-            pairs = labels.reshape(-1, 2).take(index, axis=0)
-        return pairs[:, 0], pairs[:, 1]
-    if maps.layout == "split":
-        semantic, instance = maps.arrays
-        return semantic.reshape(-1).take(index), instance.reshape(-1).take(index)
-    return split_panoptic(maps.arrays[0].reshape(-1).take(index), maps.label_divisor)
+        local = np.flatnonzero(change[:count])
+        for values, (array, step) in zip(gathered, streams, strict=True):
+            values.append(_gather(array, step, begin, end, local))
+        local += begin
+        parts.append(local)
+    starts = np.concatenate(parts)
+    columns = [np.concatenate(values) for values in gathered]
+    split = len(target_streams)
+    return starts, _decode_streams(target, columns[:split]), _decode_streams(preds, columns[split:])
 
 
 def split_panoptic(panoptic: np.ndarray, label_divisor: int) -> tuple[np.ndarray, np.ndarray]:
@@ -619,45 +644,64 @@ def _run_statistics(
     touching = np.flatnonzero(info & 3)
     flags = info[touching]
     gt_instance, pred_instance = gt_instance[touching], pred_instance[touching]
-    gt_thing, pred_thing = (flags & 1).astype(bool), (flags & 2).astype(bool)
+    gt_thing, pred_thing = (flags & 1) != 0, (flags & 2) != 0
     tube = gt_thing & (gt_instance != 0)
-    crowd = gt_thing ^ tube
-    segment = pred_thing & ~crowd
+    segment = pred_thing & ~(gt_thing ^ tube)  # ground-truth crowd: neither tube nor segment
     if validate:
-        error = instance_error(gt_instance[tube], 1, space, "target") or instance_error(
-            pred_instance[segment], 0, space, "preds"
-        )
-        if error is not None:
-            raise error
-    keep = np.flatnonzero(tube | segment)
-    tube, segment, kept = tube[keep], segment[keep], touching[keep]
+        _check_instances(gt_instance, tube, 1, space, "target")
+        _check_instances(pred_instance, segment, 0, space, "preds")
     # Codes: 0 = none, else 1 + thing rank * divisor + instance (compact, unlike panoptic ids).
     offsets = space.thing_code_offset
-    gt_code = np.where(tube, offsets[gt_semantic[kept]] + gt_instance[keep].astype(np.int64), 0)
-    pred_code = np.where(segment, offsets[pred_semantic[kept]] + pred_instance[keep].astype(np.int64), 0)
+    gt_code = np.where(tube, offsets[gt_semantic[touching]] + gt_instance.astype(np.int64), 0)
+    pred_code = np.where(segment, offsets[pred_semantic[touching]] + pred_instance.astype(np.int64), 0)
     gt_values, gt_index = _compact(gt_code, space.code_range)
     pred_values, pred_index = _compact(pred_code, space.code_range)
     key = gt_index * pred_values.size + pred_index
     key_range = gt_values.size * pred_values.size
     if run_slots is not None:
-        key += run_slots[kept] * key_range
-    key_values, key_index = _compact(key, num_slots * key_range)
-    counts = np.bincount(key_index, weights=lengths[kept], minlength=key_values.size)
+        key += run_slots[touching] * key_range
+    if num_slots * key_range <= _MAX_TABLE:
+        counts = np.bincount(key, weights=lengths[touching], minlength=num_slots * key_range)
+        key_values = np.flatnonzero(counts)
+        counts = counts[key_values]
+    else:
+        key_values, key_index = _compact(key, num_slots * key_range)
+        counts = np.bincount(key_index, weights=lengths[touching], minlength=key_values.size)
 
-    pred_of_key = pred_values[key_values % max(pred_values.size, 1)] if pred_values.size else key_values
-    rest = key_values // max(pred_values.size, 1)
-    gt_of_key = gt_values[rest % gt_values.size] if gt_values.size else rest
-    slot_of_key = rest // max(gt_values.size, 1)
+    pred_of_key = pred_values[key_values % pred_values.size]
+    rest = key_values // pred_values.size
+    gt_of_key = gt_values[rest % gt_values.size]
+    keep = (gt_of_key > 0) | (pred_of_key > 0)  # runs on ground-truth crowd only: no row
     pairs = np.stack(
         [
-            slot_of_key,
-            _panoptic_of_codes(gt_of_key, space),
-            _panoptic_of_codes(pred_of_key, space),
-            counts.astype(np.int64),
+            (rest // gt_values.size)[keep],
+            _panoptic_of_codes(gt_of_key[keep], space),
+            _panoptic_of_codes(pred_of_key[keep], space),
+            counts[keep].astype(np.int64),
         ],
         axis=1,
     )
-    return confusion.astype(np.int64), pairs.astype(np.int64, copy=False)
+    return confusion.astype(np.int64), pairs
+
+
+def _check_instances(
+    instances: np.ndarray, used: np.ndarray, low: int, space: STQLabelSpace, which: str
+) -> None:
+    """Raise if an instance id where ``used`` lies outside ``[low, label_divisor)``.
+
+    Tubes never hold instance 0 (that is crowd), so all ids in ``[0, label_divisor)`` pass; only
+    when some id is outside does the check look at the used ones.
+    """
+    if instances.size == 0:
+        return
+    limits = np.iinfo(instances.dtype)
+    if limits.min >= 0 and limits.max < space.label_divisor:
+        return  # the dtype cannot hold a bad value
+    if instances.min() >= 0 and instances.max() < space.label_divisor:
+        return
+    error = instance_error(instances[used], low, space, which)
+    if error is not None:
+        raise error
 
 
 def _panoptic_of_codes(codes: np.ndarray, space: STQLabelSpace) -> np.ndarray:
