@@ -18,6 +18,7 @@ Example:
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -81,7 +82,9 @@ def write_step_png(path: str | Path, semantic: np.ndarray, instance: np.ndarray)
     write_png(path, encode_step(semantic, instance))
 
 
-def read_step_panoptic(path: str | Path, decoder: str | None = None) -> np.ndarray:
+def read_step_panoptic(
+    path: str | Path, decoder: str | None = None, out: np.ndarray | None = None
+) -> np.ndarray:
     """Read a STEP panoptic PNG into (H, W) uint32 panoptic ids ``semantic * 65536 + instance``.
 
     Args:
@@ -89,6 +92,8 @@ def read_step_panoptic(path: str | Path, decoder: str | None = None) -> np.ndarr
         decoder: ``"cv2"`` (OpenCV, the fastest here), ``"pil"`` or None for the fastest one
             available. A file OpenCV cannot decode is handed to PIL, whose message names the
             problem.
+        out: an (H, W) uint32 C-contiguous array to decode into, used if its shape fits the
+            image (a fresh 1080p array costs page faults worth ~10 % of the decoding).
 
     Raises:
         HVPSError: naming the file if it is missing, unreadable, truncated, corrupted or not
@@ -98,9 +103,13 @@ def read_step_panoptic(path: str | Path, decoder: str | None = None) -> np.ndarr
     header = check_png(path, data)
     if (header.bit_depth, header.colour_type) != (8, 2):
         raise file_error(path, f"expected an 8-bit RGB image (a STEP map), found {header.describe()}")
+    shape = (header.height, header.width)
+    if out is None or out.shape != shape or out.dtype != np.uint32 or not out.flags.c_contiguous:
+        out = np.empty(shape, dtype=np.uint32)
     decoder = decoder or ("cv2" if _cv2() is not None else "pil")
-    packed = _decode_cv2(data) if decoder == "cv2" else None
-    return packed if packed is not None else _decode_pil(path, data)
+    if decoder != "cv2" or not _decode_cv2(data, out):
+        np.copyto(out, _decode_pil(path, data))
+    return out
 
 
 def _cv2() -> Any:
@@ -112,17 +121,20 @@ def _cv2() -> Any:
     return cv2
 
 
-def _decode_cv2(data: bytes) -> np.ndarray | None:
+def _decode_cv2(data: bytes, out: np.ndarray) -> bool:
+    """Decode into ``out``; False where OpenCV cannot."""
     cv2 = _cv2()
     if cv2 is None:  # pragma: no cover - opencv is a dependency
-        return None
+        return False
     bgr = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
-    if bgr is None or bgr.ndim != 3 or bgr.shape[2] != 3 or bgr.dtype != np.uint8:
-        return None
-    # B, G, R, A bytes read as one little-endian uint32: R << 16 | G << 8 | B, plus A << 24
-    packed = cv2.cvtColor(bgr, cv2.COLOR_BGR2BGRA).view("<u4").reshape(bgr.shape[:2])
-    np.bitwise_and(packed, 0xFFFFFF, out=packed)
-    return packed
+    if bgr is None or bgr.shape != (*out.shape, 3) or bgr.dtype != np.uint8:
+        return False
+    # B, G, R, A bytes read as one little-endian uint32 are R << 16 | G << 8 | B, plus A << 24
+    cv2.cvtColor(bgr, cv2.COLOR_BGR2BGRA, dst=out.view(np.uint8).reshape(*out.shape, 4))
+    if sys.byteorder == "big":  # pragma: no cover - the bytes above are little-endian
+        out.byteswap(inplace=True)
+    np.bitwise_and(out, 0xFFFFFF, out=out)
+    return True
 
 
 def _decode_pil(path: str | Path, data: bytes) -> np.ndarray:
@@ -141,4 +153,4 @@ def _decode_pil(path: str | Path, data: bytes) -> np.ndarray:
         raise file_error(path, "not a readable image") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise file_error(path, f"unreadable or truncated image ({exc})") from None
-    return np.frombuffer(raw, dtype="<u4").reshape(height, width).copy()
+    return np.frombuffer(raw, dtype="<u4").reshape(height, width)
