@@ -95,7 +95,7 @@ def _changes(maps: LabelMaps) -> Tensor:
         if word is not None:
             words = labels.view(word).reshape(-1)
             return words[1:] != words[:-1]
-        flat = labels.reshape(-1)
+        flat = _signed_view(labels).reshape(-1)
         # 64-bit pairs: compare each element with the one two places back; a pixel's two flags
         # read as one int16 are nonzero iff either channel differs
         return (flat[2:] != flat[:-2]).view(torch.int16) != 0
