@@ -7,8 +7,10 @@ truth and prediction. Three things are timed, interleaved round by round, median
 ``--rounds``, wall clock:
 
 * decode-only: ``cv2.imread(path, cv2.IMREAD_UNCHANGED)`` of every PNG (ground truth and
-  prediction of the 60 frames) in one thread of this process; no start-up, no metric: the
-  limit of a one-thread evaluator;
+  prediction of the 60 frames) in one thread of this process, with the allocator setting the
+  command uses (:func:`keep_frames_in_the_heap`: without it every decoded frame page-faults
+  and decoding costs ~30 % more CPU); no start-up, no metric: the limit of a one-thread
+  evaluator;
 * the command ``python -m hvps_lightning.cli.main evaluate step ... --quiet`` as a new process
   (start-up, imports, listing, decoding, STQ and writing the JSON included), with its default
   ``--workers`` (the number of cores), with ``--workers 2`` and with ``--workers 1``.
@@ -39,6 +41,7 @@ import cv2
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from stq_throughput import make_sequence
 
+from hvps_lightning.evaluation.step_folders import keep_frames_in_the_heap
 from hvps_lightning.formats.step_png import write_step_png
 
 SEQUENCES = {"0002": 0, "0009": 1}  # name -> seed
@@ -97,6 +100,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="timed rounds (median)")
     args = parser.parse_args()
     cv2.setNumThreads(1)
+    keep_frames_in_the_heap()
     frames = len(SEQUENCES) * args.frames
     with tempfile.TemporaryDirectory(prefix="hvps-evaluate-bench-") as tmp:
         root = Path(tmp)

@@ -91,9 +91,10 @@ def run(cfg: Namespace) -> int:
         check_output(options.output)
         import cv2
 
-        from hvps_lightning.evaluation.step_folders import evaluate_step_folders
+        from hvps_lightning.evaluation.step_folders import evaluate_step_folders, keep_frames_in_the_heap
 
         cv2.setNumThreads(1)  # the decoder pool is the parallelism; OpenCV's own threads would compete
+        keep_frames_in_the_heap()
         with _progress_bar(disabled=options.quiet) as progress:
             result = evaluate_step_folders(**kwargs, workers=options.workers, progress=progress)
         write_json(options.output, result)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import io
 import json
 import os
@@ -272,3 +273,33 @@ def test_evaluate_step_loads_no_torch(step_cli, tmp_path: Path) -> None:
         check=True, capture_output=True,
     )  # fmt: skip
     assert json.loads(output.read_text())["num_frames"] == 6
+
+
+def test_freed_frames_are_reused_not_mapped_afresh(tmp_path: Path) -> None:
+    """With keep_frames_in_the_heap, decoding frame after frame stops page-faulting."""
+    try:
+        ctypes.CDLL("libc.so.6").mallopt  # noqa: B018 - is the C library glibc?
+    except (OSError, AttributeError):  # pragma: no cover - not glibc
+        pytest.skip("the C library is not glibc")
+    path = tmp_path / "frame.png"
+    write_step_png(path, np.ones((512, 1024), int), np.arange(512 * 1024).reshape(512, 1024) % 60000)
+    code = (
+        "import resource, sys\n"
+        "from hvps_lightning.evaluation.step_folders import keep_frames_in_the_heap\n"
+        "from hvps_lightning.formats.step_png import read_step_panoptic\n"
+        "if sys.argv[2] == 'tuned':\n"
+        "    assert keep_frames_in_the_heap()\n"
+        "for _ in range(3):\n"
+        "    read_step_panoptic(sys.argv[1])\n"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt\n"
+        "for _ in range(20):\n"
+        "    read_step_panoptic(sys.argv[1])\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)\n"
+    )
+    faults = {}
+    for mode in ("default", "tuned"):
+        run = subprocess.run(
+            [sys.executable, "-c", code, str(path), mode], check=True, capture_output=True, text=True
+        )
+        faults[mode] = int(run.stdout)
+    assert faults["tuned"] * 4 < faults["default"], faults
