@@ -58,7 +58,7 @@ def build_parser() -> ArgumentParser:
         "--sequences", type=str, default=None, nargs="+", help="evaluate only these GT sequences"
     )
     step.add_argument(
-        "--workers", type=int, default=None, help="PNG decoder threads (default: the number of cores)"
+        "--workers", type=int, default=None, help="PNG decoder threads beside the metric (default: the cores)"
     )
     step.add_argument("--quiet", action="store_true", help="no progress bar")
     subcommands.add_subcommand("step", step, help="STQ from folders of STEP PNGs")

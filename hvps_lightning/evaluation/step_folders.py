@@ -136,13 +136,11 @@ def decoded_in_order(
 ) -> Iterator[tuple[FramePair, Any]]:
     """``(pair, decode(pair))`` in the order of ``pairs``, decoded by ``workers`` threads ahead of the caller.
 
-    At most ``workers * FRAMES_AHEAD_PER_WORKER`` frames wait decoded. An error of a worker is
-    raised here, at its frame; frames queued behind it are cancelled.
+    Even one worker overlaps decoding with the caller's work on the previous frame. At most
+    ``workers * FRAMES_AHEAD_PER_WORKER`` frames wait decoded. An error of a worker is raised
+    here, at its frame; frames queued behind it are cancelled.
     """
-    if workers <= 1:
-        for pair in pairs:
-            yield pair, decode(pair)
-        return
+    workers = max(1, workers)
     queue = iter(pairs)
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="hvps-decode")
     pending: deque[tuple[FramePair, Future[Any]]] = deque()
@@ -183,7 +181,7 @@ def evaluate_step_folders(
         ignore_label: void label.
         class_names: names for ``iou_per_class`` (default ``"0"``, ``"1"``, ...).
         sequences: restrict the evaluation to these ground-truth sequences.
-        workers: decoder threads (default: the number of cores); 1 decodes in this thread.
+        workers: decoder threads (default: the number of cores), beside this thread's metric.
         progress: called as ``progress(frames_done, frames_total)`` after every frame.
 
     Returns:
