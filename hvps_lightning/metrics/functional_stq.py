@@ -548,6 +548,8 @@ def find_runs(
 
 def split_panoptic(panoptic: np.ndarray, label_divisor: int) -> tuple[np.ndarray, np.ndarray]:
     """``(panoptic // label_divisor, panoptic % label_divisor)`` (floor: negative ids, negative classes)."""
+    if np.iinfo(panoptic.dtype).max < label_divisor:  # the divisor does not fit the dtype
+        panoptic = panoptic.astype(np.int64)
     if label_divisor & (label_divisor - 1) == 0:  # a power of two: shift and mask
         shift = label_divisor.bit_length() - 1
         return panoptic >> shift, panoptic & (label_divisor - 1)

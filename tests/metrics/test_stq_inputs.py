@@ -130,8 +130,9 @@ def random_batches(seed: int, num_classes: int, ignore_label: int, piecewise: bo
     return [frames[i] for i in rng.permutation(len(frames))], rng
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @settings(
-    max_examples=150,
+    max_examples=40,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
@@ -141,10 +142,10 @@ def random_batches(seed: int, num_classes: int, ignore_label: int, piecewise: bo
     ignore_choice=st.sampled_from(["255", "num_classes", "inside"]),
     piecewise=st.booleans(),
     batch_size=st.integers(1, 4),
-    dtype=st.sampled_from(DTYPES),
     layouts=st.tuples(st.sampled_from(LAYOUTS), st.sampled_from(LAYOUTS)),
     kind=st.sampled_from(KINDS),
     chunk=st.sampled_from([3, 1 << 17]),
+    divisor=st.sampled_from([4, 1000, 65536]),  # instances are below 4; 4 packs into 8 or 16 bits
 )
 def test_random_sequences_match_the_slow_reference(
     stq_close,
@@ -158,14 +159,14 @@ def test_random_sequences_match_the_slow_reference(
     layouts: tuple[str, str],
     kind: str,
     chunk: int,
+    divisor: int,
 ) -> None:
-    """Preds and target each in any layout and dtype, any code path, tiny and normal pixel chunks."""
+    """Every dtype; preds and target each in any layout; any code path; tiny and normal pixel chunks."""
     rng = np.random.default_rng(seed)
     ignore_label = {"255": 255, "num_classes": num_classes, "inside": num_classes - 1}[ignore_choice]
     things = [c for c in range(num_classes) if c != ignore_label and rng.random() < 0.6]
     frames, rng = random_batches(seed, num_classes, ignore_label, piecewise)
     pred_layout, target_layout = layouts
-    divisor = min(divisor_for(dtype, pred_layout), divisor_for(dtype, target_layout))
     metric = STQ(num_classes, things, ignore_label, divisor, coalesce_every=int(rng.integers(1, 4)))
     saved = functional_stq.CPU_CHUNK_PIXELS
     functional_stq.CPU_CHUNK_PIXELS = chunk
