@@ -1,21 +1,28 @@
 """``hvps evaluate step`` (STQ from STEP PNGs) and ``hvps evaluate mots`` (MOTS metrics from MOTS txt).
 
 ``hvps evaluate step --gt DIR --pred DIR (--dataset NAME | --num-classes N --things I [I ...]
-[--ignore-label L]) --output FILE`` reads ``<seq>/<frame>.png`` from both folders, frames
-matched by name, one frame pair at a time (the metric keeps per-tube statistics only, so
-memory does not grow with the length of a sequence), and writes DESIGN.md's JSON.
+[--ignore-label L]) --output FILE [--workers N] [--quiet]`` reads ``<seq>/<frame>.png`` from
+both folders, frames matched by name, decoded by a pool of threads and scored in frame order
+(:mod:`hvps_lightning.evaluation.step_folders`), and writes DESIGN.md's JSON. A progress bar
+(frames/s, ETA) goes to stderr when it is a terminal, unless ``--quiet``.
 
 ``hvps evaluate mots --gt DIR --pred DIR --output FILE [--class-id 2]`` reads ``<seq>.txt``
 MOTS files and writes ``{"combined": M, "per_sequence": {seq: M}}``.
 
 Both print a one-line summary; every user error (missing frame, size mismatch, unreadable
-file, invalid labels, overlapping masks) is an :class:`HVPSError` naming the file: exit 2.
+file, invalid labels, overlapping masks, an --output that cannot be written) is an
+:class:`HVPSError` naming the file: exit 2. This module only parses and prints: it imports
+neither torch nor the metric before a command runs, so ``--help`` and start-up are fast.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+import os
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
@@ -26,8 +33,6 @@ from hvps_lightning.io import write_json
 
 #: presets of ``--dataset`` (the STEP datasets).
 StepPreset = Literal["kitti_step", "motchallenge_step"]
-#: label divisor used while evaluating PNGs: STEP PNGs hold instance ids up to 65535.
-PNG_LABEL_DIVISOR = 65536
 
 
 def build_parser() -> ArgumentParser:
@@ -52,6 +57,10 @@ def build_parser() -> ArgumentParser:
     step.add_argument(
         "--sequences", type=str, default=None, nargs="+", help="evaluate only these GT sequences"
     )
+    step.add_argument(
+        "--workers", type=int, default=None, help="PNG decoder threads beside the metric (default: the cores)"
+    )
+    step.add_argument("--quiet", action="store_true", help="no progress bar")
     subcommands.add_subcommand("step", step, help="STQ from folders of STEP PNGs")
 
     mots = ArgumentParser(
@@ -75,18 +84,31 @@ def run(cfg: Namespace) -> int:
     """Run ``hvps evaluate step`` or ``hvps evaluate mots``."""
     command = cfg.get("subcommand")
     if command == "step":
-        result = evaluate_step_folders(**_step_options(cfg.step))
-        write_json(cfg.step.output, result)
+        options = cfg.step
+        kwargs = _step_options(options)
+        if options.workers is not None and options.workers < 1:
+            raise HVPSError(f"--workers must be positive, got {options.workers}")
+        check_output(options.output)
+        import cv2
+
+        from hvps_lightning.evaluation.step_folders import evaluate_step_folders, keep_frames_in_the_heap
+
+        cv2.setNumThreads(1)  # the decoder pool is the parallelism; OpenCV's own threads would compete
+        keep_frames_in_the_heap()
+        with _progress_bar(disabled=options.quiet) as progress:
+            result = evaluate_step_folders(**kwargs, workers=options.workers, progress=progress)
+        write_json(options.output, result)
         print(
             f"hvps evaluate step: STQ {_percent(result['stq'])}  AQ {_percent(result['aq'])}  "
             f"SQ {_percent(result['sq'])}  ({len(result['per_sequence'])} sequences, "
-            f"{result['num_frames']} frames) -> {cfg.step.output}"
+            f"{result['num_frames']} frames) -> {options.output}"
         )
         return 0
     if command == "mots":
+        options = cfg.mots
+        check_output(options.output)
         from hvps_lightning.metrics.mots import evaluate_mots_folders
 
-        options = cfg.mots
         result = evaluate_mots_folders(
             options.gt, options.pred, class_id=options.class_id, sequences=options.sequences
         )
@@ -100,6 +122,61 @@ def run(cfg: Namespace) -> int:
         )
         return 0
     raise HVPSError("usage: hvps evaluate {step,mots} ...; see `hvps evaluate --help`")
+
+
+def check_output(output: str) -> None:
+    """Refuse an ``--output`` that is a folder or lies where no file can be written.
+
+    Checked before any frame is evaluated; the nearest existing folder on the way is probed
+    with a temporary file (``os.access`` alone says yes to root on a read-only mount).
+
+    Raises:
+        HVPSError: naming the path.
+    """
+    path = Path(output)
+    if path.is_dir():
+        raise file_error(path, "--output is a folder; give the path of the JSON file to write")
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise file_error(path, f"--output cannot be written: {folder} is not a folder")
+    try:
+        handle, probe = tempfile.mkstemp(prefix=".hvps-write-test-", dir=folder)
+    except OSError as exc:
+        raise file_error(path, f"--output cannot be written in {folder} ({exc.strerror or exc})") from None
+    os.close(handle)
+    os.unlink(probe)
+
+
+@contextmanager
+def _progress_bar(disabled: bool) -> Iterator[Callable[[int, int], None] | None]:
+    """A ``progress(done, total)`` callback drawing a tqdm bar on stderr (frames/s, ETA), or None.
+
+    Drawn only when stderr is a terminal; an error erases it so that the error stays one line.
+    """
+    if disabled or not sys.stderr.isatty():
+        yield None
+        return
+    from tqdm import tqdm
+
+    bar: Any = None
+
+    def progress(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=total, unit="frame", file=sys.stderr, dynamic_ncols=True)
+        bar.update(done - bar.n)
+
+    try:
+        yield progress
+    except BaseException:
+        if bar is not None:
+            bar.leave = False
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
 
 
 def _percent(value: float) -> str:
@@ -148,84 +225,3 @@ def _step_options(options: Namespace) -> dict[str, Any]:
         "ignore_label": ignore_label,
         "class_names": None,
     }
-
-
-def _frame_pairs(
-    gt_dir: Path, pred_dir: Path, only: Sequence[str] | None = None
-) -> Iterator[tuple[str, Path, Path]]:
-    """(sequence, gt png, pred png) of every ground-truth frame, sequences and frames sorted."""
-    sequences = sorted(p for p in gt_dir.iterdir() if p.is_dir())
-    if only is not None:
-        unknown = [s for s in only if s not in {p.name for p in sequences}]
-        if unknown:
-            names = ", ".join(p.name for p in sequences)
-            raise HVPSError(f"--sequences: {', '.join(unknown)} not in {gt_dir} ({names})")
-        sequences = [p for p in sequences if p.name in set(only)]
-    found = False
-    for sequence in sequences:
-        for gt_png in sorted(sequence.glob("*.png")):
-            found = True
-            pred_png = pred_dir / sequence.name / gt_png.name
-            if not pred_png.is_file():
-                raise file_error(pred_png, f"missing prediction for ground-truth frame {gt_png}")
-            yield sequence.name, gt_png, pred_png
-    if not found:
-        raise file_error(gt_dir, "no <seq>/<frame>.png files in the ground-truth folder")
-
-
-def evaluate_step_folders(
-    gt_dir: str | Path,
-    pred_dir: str | Path,
-    num_classes: int,
-    things: list[int],
-    ignore_label: int = 255,
-    class_names: list[str] | None = None,
-    sequences: Sequence[str] | None = None,
-) -> dict[str, Any]:
-    """STQ of two folders of STEP PNGs (``<seq>/<frame>.png``), streaming one frame pair at a time.
-
-    ``sequences`` restricts the evaluation to those ground-truth sequences.
-
-    Returns:
-        DESIGN.md's dict: ``stq``, ``aq``, ``sq``, ``iou_per_class``, ``per_sequence``, ``num_frames``.
-
-    Raises:
-        HVPSError: naming the file: a missing folder or prediction frame, an unreadable PNG,
-            frames of different sizes, or label values outside the classes.
-    """
-    import torch
-
-    from hvps_lightning.formats.step_png import read_step_png
-    from hvps_lightning.metrics.functional_stq import STQInputError
-    from hvps_lightning.metrics.stq import STQ
-
-    gt_dir, pred_dir = Path(gt_dir), Path(pred_dir)
-    for folder, flag in ((gt_dir, "--gt"), (pred_dir, "--pred")):
-        if not folder.is_dir():
-            raise file_error(folder, f"{flag} is not a folder")
-    metric = STQ(num_classes, things, ignore_label, PNG_LABEL_DIVISOR, class_names)
-    for sequence, gt_png, pred_png in _frame_pairs(gt_dir, pred_dir, sequences):
-        gt_semantic, gt_instance = read_step_png(gt_png)
-        pred_semantic, pred_instance = read_step_png(pred_png)
-        if pred_semantic.shape != gt_semantic.shape:
-            (h, w), (gh, gw) = pred_semantic.shape, gt_semantic.shape
-            raise file_error(pred_png, f"prediction is {h}x{w} but the ground truth {gt_png} is {gh}x{gw}")
-        target = torch.from_numpy(_stack(gt_semantic, gt_instance))
-        preds = torch.from_numpy(_stack(pred_semantic, pred_instance))
-        try:
-            metric.update(preds, target, [sequence])
-        except STQInputError as exc:
-            path = pred_png if exc.which == "preds" else gt_png
-            raise file_error(path, str(exc).split(": ", 1)[1]) from None
-    return metric.compute()
-
-
-def _stack(semantic: Any, instance: Any) -> Any:
-    """(1, H, W, 2) uint16 labels of one frame.
-
-    uint16 is the natural integer type of a STEP PNG (8-bit class, 16-bit instance) and halves
-    the memory traffic of the metric's pass over the pixels compared with int32.
-    """
-    import numpy as np
-
-    return np.stack([semantic, instance], axis=-1).astype(np.uint16)[None]

@@ -29,6 +29,7 @@ from hvps_lightning.evaluation.ground_truth import GroundTruth
 from hvps_lightning.evaluation.semantic import SemanticSource
 from hvps_lightning.formats.mots_txt import MOTSObject
 from hvps_lightning.formats.tracked import mots_objects
+from hvps_lightning.metrics.functional_stq import STQAccumulator, STQLabelSpace
 from hvps_lightning.panoptic.fusion import DEFAULT_UNCOVERED, UNCOVERED_RULES, fuse_panoptic
 from hvps_lightning.structures.detections import FrameDetections, TrackedObject
 from hvps_lightning.structures.panoptic import PanopticFrame
@@ -212,25 +213,17 @@ def _mots(
     return full, flat
 
 
-def _stq(spec: DatasetSpec) -> Any:
-    from hvps_lightning.metrics import STQ
-
-    return STQ(
-        num_classes=spec.num_classes,
-        things=list(spec.thing_ids),
-        ignore_label=spec.ignore_label,
-        label_divisor=spec.label_divisor,
-        class_names=list(spec.class_names),
-        # evaluation runs in one process (rank 0 under DDP): a sync would wait for the others
-        sync_on_compute=False,
-    )
+def _stq(spec: DatasetSpec) -> STQAccumulator:
+    # the NumPy accumulator: the same numbers as the torchmetrics STQ, without torch
+    space = STQLabelSpace(spec.num_classes, tuple(spec.thing_ids), spec.ignore_label, spec.label_divisor)
+    return STQAccumulator(space, list(spec.class_names))
 
 
-def _update(metric: Any, prediction: PanopticFrame, truth: PanopticFrame, sequence: str) -> None:
-    import torch
-
+def _update(metric: STQAccumulator, prediction: PanopticFrame, truth: PanopticFrame, sequence: str) -> None:
     metric.update(
-        torch.from_numpy(prediction.stacked()[None]), torch.from_numpy(truth.stacked()[None]), [sequence]
+        (prediction.semantic[None], prediction.instance[None]),
+        (truth.semantic[None], truth.instance[None]),
+        [sequence],
     )
 
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import struct
+import zlib
 from pathlib import Path
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -96,3 +99,67 @@ def write_png(path: str | Path, image: np.ndarray) -> None:
         raise OSError(f"{path}: PNG encoding failed")
     with atomic_path(path) as tmp:
         tmp.write_bytes(encoded.tobytes())
+
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+#: PNG colour type -> what it is called in messages
+COLOUR_TYPES = {0: "grey", 2: "RGB", 3: "palette", 4: "grey + alpha", 6: "RGBA"}
+
+
+class PNGHeader(NamedTuple):
+    """The IHDR fields of a PNG that decide how it decodes."""
+
+    width: int
+    height: int
+    bit_depth: int
+    colour_type: int
+
+    def describe(self) -> str:
+        """E.g. ``"8-bit RGB"``."""
+        return f"{self.bit_depth}-bit {COLOUR_TYPES.get(self.colour_type, f'colour type {self.colour_type}')}"
+
+
+def read_png_bytes(path: str | Path) -> bytes:
+    """The bytes of an image file.
+
+    Raises:
+        HVPSError: naming the file if it is missing or cannot be read.
+    """
+    try:
+        return Path(path).read_bytes()
+    except FileNotFoundError:
+        raise file_error(path, "file not found") from None
+    except OSError as exc:
+        raise file_error(path, f"unreadable file ({exc.strerror or exc})") from None
+
+
+def check_png(path: str | Path, data: bytes) -> PNGHeader:
+    """Check the chunk structure of a whole PNG file (every chunk complete, every CRC right, IEND last).
+
+    Catches truncated and corrupted files before a decoder sees them (libpng would print its
+    own complaints to stderr), for the price of one CRC pass over the compressed bytes.
+
+    Raises:
+        HVPSError: ``<path>: not a readable image`` (no PNG signature or header) or
+            ``<path>: unreadable or truncated image (...)``.
+    """
+    if not data.startswith(PNG_SIGNATURE) or data[12:16] != b"IHDR" or len(data) < 33:
+        raise file_error(path, "not a readable image")
+    header = PNGHeader(*struct.unpack(">IIBB", data[16:26]))
+    view = memoryview(data)
+    position = len(PNG_SIGNATURE)
+    while True:
+        if position + 12 > len(data):
+            raise file_error(path, "unreadable or truncated image (the file ends inside a chunk)")
+        (length,) = struct.unpack(">I", data[position : position + 4])
+        end = position + 12 + length
+        if end > len(data):
+            raise file_error(path, "unreadable or truncated image (the file ends inside a chunk)")
+        kind = data[position + 4 : position + 8]
+        (crc,) = struct.unpack(">I", data[end - 4 : end])
+        if zlib.crc32(view[position + 4 : end - 4]) != crc:
+            name = kind.decode("latin-1")
+            raise file_error(path, f"unreadable or truncated image ({name} chunk fails its CRC)")
+        position = end
+        if kind == b"IEND":
+            return header

@@ -9,19 +9,21 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-#: public name -> submodule; imported on first use (PEP 562) so that `hvps evaluate mots`
-#: and `hvps evaluate --help` do not load torch and torchmetrics
+#: public name -> submodule; imported on first use (PEP 562) so that `hvps evaluate` does not
+#: load torch and torchmetrics: the functional core and STQAccumulator need NumPy only
 _EXPORTS = {
     "STQ": "stq",
+    "STQAccumulator": "functional_stq",
     "STQInputError": "functional_stq",
     "STQLabelSpace": "functional_stq",
     "STQResult": "functional_stq",
-    "segmentation_and_tracking_quality": "stq",
+    "segmentation_and_tracking_quality": "functional_stq",
     "sequence_key": "stq",
 }
 
 __all__ = [
     "STQ",
+    "STQAccumulator",
     "STQInputError",
     "STQLabelSpace",
     "STQResult",

@@ -1,4 +1,4 @@
-"""Segmentation and Tracking Quality (STQ, Weber et al. 2021), functional core.
+"""Segmentation and Tracking Quality (STQ, Weber et al. 2021), functional core (NumPy; no torch needed).
 
 STQ = sqrt(AQ * IoU). This module reproduces the behaviour of the STEP reference
 implementation (deeplab2 ``evaluation/numpy/segmentation_and_tracking_quality.py``), including
@@ -18,29 +18,39 @@ its quirks (DESIGN.md section 5):
   ground truth adds one class with IoU 0 to the mean; the mean runs over classes whose union
   is positive, which makes the IoU (and STQ) of an all-void sequence NaN.
 
+Label maps (``preds`` and ``target``, each in any of these layouts, any integer dtype, as NumPy
+arrays or torch tensors on any device):
+
+* ``(B, H, W, 2)``: (semantic class, instance id) per pixel, like torchmetrics' PanopticQuality;
+* a ``(semantic, instance)`` tuple of two ``(B, H, W)`` arrays;
+* ``(B, H, W)`` packed panoptic ids ``semantic * label_divisor + instance`` (what
+  :func:`hvps_lightning.formats.step_png.read_step_panoptic` decodes a STEP PNG into).
+
 Design for speed (``update`` is called on every frame of 1920x1080 videos): both label maps
-are run-length encoded along the flattened pixels first. A pixel whose (semantic, instance)
-pairs in ground truth and prediction both equal those of its left neighbour belongs to the
-neighbour's run; all statistics are then histograms over runs weighted by run length. Label
-maps are piecewise constant, so there are ~1-2 % as many runs as pixels, and the only full
-pass over the pixels is the neighbour comparison. The (semantic, instance) pair of one pixel
-is compared as one machine word by viewing the two channels as a single wider integer; on
-the CPU that comparison runs through NumPy (zero-copy views), which is about twice as fast as
-the equivalent torch ops single-threaded. The pass is memory-bound, so compact label dtypes
-are faster: uint16 (what ``hvps evaluate step`` feeds) or int32 pack a pixel into 4 or 8
-bytes, while int64 labels are compared channel by channel (about 2-3x slower). Ids are
-grouped through bincount lookup tables rather than sorting.
+are run-length encoded along the flattened pixels first. A pixel whose ground truth and
+prediction both equal those of its left neighbour belongs to the neighbour's run; all
+statistics are then histograms over runs weighted by run length. Label maps are piecewise
+constant, so there are ~1-2 % as many runs as pixels, and the only pass over the pixels is the
+neighbour comparison, which reads each input once: a pixel's two channels are compared as one
+machine word (uint8/16 and int32 pairs viewed as one wider integer, packed ids as they are),
+and 64-bit pairs, for which no wider integer exists, by comparing each element with the one
+two places back (contiguous, vectorised) and reading the two resulting flags of a pixel as one
+uint16. No range check or repacking pass is needed for any dtype. The pass runs in chunks
+that keep the temporaries in cache. Ids are grouped through bincount lookup tables rather
+than sorting. CPU data goes through NumPy (zero-copy views of CPU tensors: faster
+single-threaded than the equivalent torch ops); tensors on other devices stay there
+(:mod:`hvps_lightning.metrics.functional_stq_torch`).
 
 Counts are exact int64. (The newest deeplab2 version casts counts to float32, and under
 NumPy >= 2 its areas then accumulate in float32, which rounds once a tube exceeds 2**24
 pixels; its earlier int64 version and this module agree exactly.)
 
 Example:
-    >>> import torch
+    >>> import numpy as np
     >>> spec = STQLabelSpace(num_classes=2, things=(1,), ignore_label=255)
-    >>> target = torch.tensor([[[[0, 0], [1, 1], [1, 1], [1, 2]]]])  # (B=1, H=1, W=4, 2)
-    >>> preds = torch.tensor([[[[0, 0], [1, 5], [1, 5], [1, 5]]]])
-    >>> confusion, pairs, frames = stq_batch_statistics(preds, target, torch.tensor([0]), 1, spec)
+    >>> target = np.array([[[[0, 0], [1, 1], [1, 1], [1, 2]]]])  # (B=1, H=1, W=4, 2)
+    >>> preds = np.array([[[[0, 0], [1, 5], [1, 5], [1, 5]]]])
+    >>> confusion, pairs, frames = stq_batch_statistics(preds, target, [0], 1, spec)
     >>> result = stq_from_statistics(confusion, pairs, spec)
     >>> round(result.aq, 4), round(result.iou, 4)
     (0.5, 1.0)
@@ -50,23 +60,17 @@ from __future__ import annotations
 
 import functools
 import math
+import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any, Literal
 
 import numpy as np
-import torch
-from torch import Tensor
 
 #: the reference's guard against division by zero (keeps "no tubes" at AQ = 0).
 EPSILON = 1e-15
 
-#: dtype whose one element holds the two channels (semantic, instance) of one pixel.
-_PACKED_PIXEL_DTYPE: dict[torch.dtype, torch.dtype] = {
-    torch.uint8: torch.int16,
-    torch.int8: torch.int16,
-    torch.int16: torch.int32,
-    torch.uint16: torch.int32,
-    torch.int32: torch.int64,
-}
+SequenceId = str | int
 
 
 class STQInputError(ValueError):
@@ -91,7 +95,7 @@ class STQLabelSpace:
         ignore_label: the void label.
         label_divisor: panoptic id = semantic * label_divisor + instance; instance ids of
             thing pixels must be below it. It only names tubes: any value larger than the
-            largest instance id gives the same numbers.
+            largest instance id gives the same numbers (packed input must use this value).
     """
 
     num_classes: int
@@ -132,6 +136,11 @@ class STQLabelSpace:
         """Semantic ids index lookup tables of this size (classes and the ignore label)."""
         return max(self.num_classes, self.ignore_label + 1)
 
+    @property
+    def code_range(self) -> int:
+        """Range of the tube/segment codes ``1 + thing rank * label_divisor + instance`` (0 = none)."""
+        return len(self.things) * self.label_divisor + 1
+
     @functools.cached_property
     def class_table(self) -> np.ndarray:
         """Semantic id -> confusion index; -1 for ids that are neither a class nor the ignore label."""
@@ -148,23 +157,41 @@ class STQLabelSpace:
         return table
 
     @functools.cached_property
-    def pair_tables(self) -> tuple[np.ndarray, np.ndarray] | None:
-        """Tables over ``gt_semantic * table_size + pred_semantic`` (None if that is too large).
+    def thing_code_offset(self) -> np.ndarray:
+        """Semantic id -> ``1 + thing rank * label_divisor`` (plus the instance: a code); 0 for stuff."""
+        rank = self.thing_rank
+        return np.where(rank >= 0, 1 + rank * self.label_divisor, 0)
 
-        The first gives the flat confusion index ``gt_class * C + pred_class`` (-1 when either
-        id is invalid); the second flags (uint8) bit 1 = ground truth is a thing, bit 2 =
-        prediction is a thing. One gather each replaces a dozen operations per run.
+    @functools.cached_property
+    def pair_info(self) -> np.ndarray | None:
+        """Table over ``gt_semantic * table_size + pred_semantic`` (None if that is too large).
+
+        Each entry is ``confusion_index * 4 + flags`` with ``confusion_index = gt_class * C +
+        pred_class`` and flags bit 1 = ground truth is a thing, bit 2 = prediction is a thing;
+        -1 where either id is neither a class nor the ignore label. One gather per run replaces
+        a dozen operations.
         """
         size = self.table_size
         if size > _MAX_PAIR_TABLE_SIDE:
             return None
-        gt_class, pred_class = self.class_table[:, None], self.class_table[None, :]
-        confusion = np.where(
-            (gt_class >= 0) & (pred_class >= 0), gt_class * self.confusion_size + pred_class, -1
+        return self._pair_info(np.arange(size)[:, None], np.arange(size)[None, :]).reshape(-1)
+
+    def _pair_info(self, gt_semantic: np.ndarray, pred_semantic: np.ndarray) -> np.ndarray:
+        gt_class, pred_class = self.class_table[gt_semantic], self.class_table[pred_semantic]
+        flags = (self.thing_rank[gt_semantic] >= 0).astype(np.int64)
+        flags = flags | ((self.thing_rank[pred_semantic] >= 0).astype(np.int64) << 1)
+        return np.where(
+            (gt_class >= 0) & (pred_class >= 0), (gt_class * self.confusion_size + pred_class) * 4 + flags, -1
         )
-        gt_thing, pred_thing = self.thing_rank[:, None] >= 0, self.thing_rank[None, :] >= 0
-        flags = (gt_thing.astype(np.uint8) | (pred_thing.astype(np.uint8) << 1)).astype(np.uint8)
-        return confusion.reshape(-1), np.broadcast_to(flags, (size, size)).reshape(-1).copy()
+
+    def run_info(self, gt_semantic: np.ndarray, pred_semantic: np.ndarray) -> np.ndarray:
+        """:attr:`pair_info` of each (ground truth, prediction) semantic pair (ids in ``[0, table_size)``)."""
+        table = self.pair_info
+        if table is None:
+            return self._pair_info(gt_semantic, pred_semantic)
+        code = np.multiply(gt_semantic, self.table_size, dtype=np.int64, casting="unsafe")
+        code += pred_semantic
+        return table[code]
 
 
 @dataclass(frozen=True)
@@ -192,345 +219,509 @@ class STQResult:
     sequence_iou: np.ndarray
 
 
-#: run the pass over the pixels of CPU tensors through NumPy (faster single-threaded than torch);
-#: tests switch it off to exercise the torch path that GPUs take.
-USE_NUMPY_ON_CPU = True
+# ---------------------------------------------------------------------------------------------
+# Inputs
+# ---------------------------------------------------------------------------------------------
+Layout = Literal["pairs", "split", "packed"]
 
-#: pixels compared per step on the CPU: bounds the temporary arrays of large batches (a whole
-#: 1080p frame is one step; smaller steps measured no faster).
-CPU_CHUNK_PIXELS = 1 << 22
+_LAYOUTS_TEXT = (
+    "(B, H, W, 2) (semantic, instance) pairs, a (semantic, instance) tuple of two (B, H, W) "
+    "arrays, or (B, H, W) packed panoptic ids semantic * label_divisor + instance"
+)
+
+
+def _is_tensor(value: Any) -> bool:
+    torch = sys.modules.get("torch")  # a tensor exists only once torch is imported
+    return torch is not None and isinstance(value, torch.Tensor)
 
 
 @dataclass(frozen=True)
-class Runs:
-    """Runs of pixels whose ground truth and prediction equal their left neighbour's.
+class LabelMaps:
+    """One side (``preds`` or ``target``) of a batch, checked and in one of the three layouts.
 
     Attributes:
-        starts: int64 flat pixel index (over B * H * W) where each run starts, ascending.
-        gt: (N, 2) ground-truth (semantic, instance) of each run, in the input's dtype.
-        pred: (N, 2) predicted (semantic, instance) of each run, in the input's dtype.
+        layout: ``"pairs"`` (one (B, H, W, 2) array), ``"split"`` (semantic and instance
+            (B, H, W) arrays) or ``"packed"`` (one (B, H, W) array of panoptic ids).
+        arrays: the arrays of the layout (NumPy arrays or torch tensors, all of one kind).
+        shape: (B, H, W).
+        label_divisor: the divisor of packed ids.
     """
 
-    starts: np.ndarray
-    gt: np.ndarray
-    pred: np.ndarray
+    layout: Layout
+    arrays: tuple[Any, ...]
+    shape: tuple[int, int, int]
+    label_divisor: int
+
+    @property
+    def is_tensor(self) -> bool:
+        """True for torch tensors."""
+        return _is_tensor(self.arrays[0])
+
+    @property
+    def device(self) -> Any:
+        """The torch device of tensors; None for NumPy arrays."""
+        return self.arrays[0].device if self.is_tensor else None
 
 
-def _pixel_words(labels: Tensor) -> list[Tensor]:
-    """1-D views such that two pixels have equal labels iff all their words are equal."""
-    packed = _PACKED_PIXEL_DTYPE.get(labels.dtype)
-    if packed is not None:
-        return [labels.contiguous().view(packed).reshape(-1)]
-    # 64-bit labels have no 128-bit integer to pack into: compare the channels separately.
-    return [labels[..., 0].reshape(-1), labels[..., 1].reshape(-1)]
+def _check_integer(array: Any, which: str) -> None:
+    if _is_tensor(array):
+        dtype = array.dtype
+        if dtype.is_floating_point or dtype.is_complex or str(dtype) == "torch.bool":
+            raise ValueError(f"{which} must hold integer labels, got {dtype}")
+        return
+    if not isinstance(array, np.ndarray):
+        raise ValueError(f"{which} must be a NumPy array or a torch tensor, got {type(array).__name__}")
+    if array.dtype == np.bool_ or not np.issubdtype(array.dtype, np.integer):
+        raise ValueError(f"{which} must hold integer labels, got {array.dtype}")
 
 
-def find_runs(target: Tensor, preds: Tensor) -> Runs:
-    """Run-length encode a batch of (ground truth, prediction) label maps along the flat pixels.
-
-    A run continues while both (semantic, instance) pairs equal those of the left neighbour;
-    every batch item starts a new run. This is the only pass over all pixels. On the CPU it
-    runs in chunks through NumPy views of the tensors (zero copy); on other devices in torch,
-    and only the runs come back to the host.
+def as_label_maps(value: Any, which: str, label_divisor: int) -> LabelMaps:
+    """Check one side of a batch and name its layout (see the module docstring).
 
     Args:
-        target: (B, H, W, 2) integer labels.
-        preds: (B, H, W, 2) integer labels, same shape and device.
+        value: the label maps, in one of the three layouts.
+        which: ``"preds"`` or ``"target"`` (for messages).
+        label_divisor: the divisor of packed panoptic ids.
 
-    Returns:
-        The runs, as int64 host arrays.
+    Raises:
+        ValueError: one line saying what was expected and what was found.
     """
-    _, height, width, _ = target.shape
-    item_size = height * width
-    gt_words, pred_words = _pixel_words(target), _pixel_words(preds)
-    if target.device.type == "cpu" and USE_NUMPY_ON_CPU:
-        return _find_runs_numpy(
-            [w.numpy() for w in gt_words],
-            [w.numpy() for w in pred_words],
-            target.reshape(-1, 2).numpy(),
-            preds.reshape(-1, 2).numpy(),
-            item_size,
-        )
-    words = gt_words + pred_words
-    change = words[0][1:] != words[0][:-1]
-    for word in words[1:]:
-        change |= word[1:] != word[:-1]
-    change[item_size - 1 :: item_size] = True
-    zero = torch.zeros(1, dtype=torch.int64, device=target.device)
-    starts = torch.cat([zero, torch.nonzero(change)[:, 0] + 1])
-    gt = _gather_pairs_torch(gt_words, target, starts)
-    pred = _gather_pairs_torch(pred_words, preds, starts)
-    return Runs(starts.cpu().numpy(), gt, pred)
+    if isinstance(value, LabelMaps):
+        return value
+    if isinstance(value, (tuple, list)):
+        if len(value) != 2:
+            raise ValueError(f"{which}: expected {_LAYOUTS_TEXT}; got a sequence of {len(value)} items")
+        semantic, instance = value
+        _check_integer(semantic, f"{which} semantic")
+        _check_integer(instance, f"{which} instance")
+        if _is_tensor(semantic) != _is_tensor(instance):
+            raise ValueError(f"{which}: semantic and instance must both be tensors or both NumPy arrays")
+        if tuple(semantic.shape) != tuple(instance.shape) or len(semantic.shape) != 3:
+            raise ValueError(
+                f"{which}: semantic {tuple(semantic.shape)} and instance {tuple(instance.shape)} "
+                "must both be (B, H, W)"
+            )
+        if _is_tensor(semantic) and semantic.device != instance.device:
+            raise ValueError(
+                f"{which}: semantic ({semantic.device}) and instance ({instance.device}) "
+                "must be on one device"
+            )
+        return LabelMaps("split", (semantic, instance), tuple(semantic.shape), label_divisor)
+    _check_integer(value, which)
+    shape = tuple(value.shape)
+    if len(shape) == 4 and shape[-1] == 2:
+        return LabelMaps("pairs", (value,), shape[:3], label_divisor)
+    if len(shape) == 3:
+        return LabelMaps("packed", (value,), shape, label_divisor)
+    raise ValueError(f"{which}: expected {_LAYOUTS_TEXT}; got shape {shape}")
 
 
-def _gather_pairs_torch(words: list[Tensor], labels: Tensor, index: Tensor) -> np.ndarray:
-    """(N, 2) (semantic, instance) at ``index`` as a host array.
-
-    Gathers the packed words where there are some: GPU kernels do not cover every small
-    integer dtype (uint16).
-    """
-    if len(words) == 1:
-        packed = words[0].index_select(0, index).cpu().numpy()
-        return packed.view(torch.empty(0, dtype=labels.dtype).numpy().dtype).reshape(-1, 2)
-    return labels.reshape(-1, 2).index_select(0, index).cpu().numpy()
-
-
-def _find_runs_numpy(
-    gt_words: list[np.ndarray],
-    pred_words: list[np.ndarray],
-    gt: np.ndarray,
-    pred: np.ndarray,
-    item_size: int,
-) -> Runs:
-    words = gt_words + pred_words
-    total = words[0].size
-    parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-    for begin in range(0, total, CPU_CHUNK_PIXELS):
-        end = min(begin + CPU_CHUNK_PIXELS, total)
-        first = max(begin, 1)  # pixel 0 always starts a run; compare pixels first .. end - 1
-        change = np.not_equal(words[0][first:end], words[0][first - 1 : end - 1])
-        for array in words[1:]:
-            change |= np.not_equal(array[first:end], array[first - 1 : end - 1])
-        boundary = -(-first // item_size) * item_size  # first item start >= first
-        change[boundary - first : end - first : item_size] = True
-        starts = np.flatnonzero(change)
-        starts += first
-        if begin == 0:
-            starts = np.concatenate([np.zeros(1, dtype=starts.dtype), starts])
-        parts.append((starts, _gather_pairs(gt_words, gt, starts), _gather_pairs(pred_words, pred, starts)))
-    if len(parts) == 1:
-        return Runs(*parts[0])
-    return Runs(*(np.concatenate([part[i] for part in parts]) for i in range(3)))
-
-
-def _gather_pairs(words: list[np.ndarray], pairs: np.ndarray, index: np.ndarray) -> np.ndarray:
-    """(N, 2) (semantic, instance) at ``index``: one gather of the packed words where there are some."""
-    if len(words) == 1:
-        return np.take(words[0], index).view(pairs.dtype).reshape(-1, 2)
-    # one fancy index per channel view (ndarray.take would copy the strided view first)
-    return np.stack([pairs[:, 0][index], pairs[:, 1][index]], axis=1)
-
-
-def _check_input(preds: Tensor, target: Tensor) -> None:
+def _check_pair(preds: LabelMaps, target: LabelMaps) -> None:
     if preds.shape != target.shape:
-        raise ValueError(f"preds {tuple(preds.shape)} and target {tuple(target.shape)} must have one shape")
-    if preds.ndim != 4 or preds.shape[-1] != 2:
-        raise ValueError(
-            f"preds and target must be (B, H, W, 2) (semantic, instance), got {tuple(preds.shape)}"
-        )
-    for name, tensor in (("preds", preds), ("target", target)):
-        if tensor.dtype.is_floating_point or tensor.dtype.is_complex or tensor.dtype == torch.bool:
-            raise ValueError(f"{name} must hold integer labels, got {tensor.dtype}")
+        raise ValueError(f"preds {preds.shape} and target {target.shape} must have one shape (B, H, W)")
+    if preds.is_tensor != target.is_tensor:
+        raise ValueError("preds and target must both be torch tensors or both NumPy arrays")
     if preds.device != target.device:
         raise ValueError(f"preds ({preds.device}) and target ({target.device}) must be on one device")
 
 
+# ---------------------------------------------------------------------------------------------
+# Batch statistics
+# ---------------------------------------------------------------------------------------------
+#: run the pass over the pixels of CPU tensors through NumPy (faster single-threaded than torch);
+#: tests switch it off to exercise the torch path that other devices take.
+USE_NUMPY_ON_CPU = True
+
+#: pixels compared per step on the CPU: the temporaries of one step stay in the L2 cache.
+CPU_CHUNK_PIXELS = 1 << 17
+
+
 def stq_batch_statistics(
-    preds: Tensor,
-    target: Tensor,
-    item_slots: Tensor | np.ndarray | list[int],
+    preds: Any,
+    target: Any,
+    item_slots: Any,
     num_slots: int,
     space: STQLabelSpace,
     validate: bool = True,
-) -> tuple[Tensor, Tensor, Tensor]:
+) -> tuple[Any, Any, np.ndarray]:
     """Accumulate the STQ statistics of a batch of frames, grouped by sequence slot.
 
     Args:
-        preds: (B, H, W, 2) predicted (semantic, instance) per pixel, integer dtype.
-        target: (B, H, W, 2) ground truth, same shape and device.
+        preds: predicted label maps, in one of the layouts of the module docstring.
+        target: ground truth, same (B, H, W) and kind (NumPy or torch, same device).
         item_slots: (B,) ints in ``[0, num_slots)``: the sequence slot of each item. Items
             of one slot are frames of one sequence.
         num_slots: number of slots.
-        space: the label space.
+        space: the label space (its ``label_divisor`` decodes packed ids).
         validate: check that instance ids of thing pixels lie in ``[0, label_divisor)``
             (ground truth: ``[1, label_divisor)``). Semantic ids are always checked (classes
             or the ignore label): they index lookup tables.
 
     Returns:
-        On the device of the inputs: ``confusion``, (num_slots, C, C) int64 semantic
-        confusion, rows ground truth; ``pairs``, (N, 4) int64 rows
-        ``(slot, gt_id, pred_id, pixels)`` with distinct ``(slot, gt_id, pred_id)``, where
-        ``gt_id`` is the panoptic id of a ground-truth tube or -1 (pixels of a predicted
-        segment outside every tube) and ``pred_id`` that of a predicted segment or -1;
-        ``frames``, (num_slots,) int64 number of items per slot.
+        ``confusion``, (num_slots, C, C) int64 semantic confusion, rows ground truth;
+        ``pairs``, (N, 4) int64 rows ``(slot, gt_id, pred_id, pixels)``, where ``gt_id`` is
+        the panoptic id of a ground-truth tube or -1 (pixels of a predicted segment outside
+        every tube) and ``pred_id`` that of a predicted segment or -1 (rows may repeat and
+        rows of 0 pixels may occur: consumers sum them); ``frames``, (num_slots,) int64
+        number of items per slot (NumPy). ``confusion`` and ``pairs`` are NumPy arrays for
+        NumPy input, tensors on the input's device for tensors.
 
     Raises:
         STQInputError: on invalid label values (``which`` is ``"preds"`` or ``"target"``).
-        ValueError: on shapes, dtypes or devices that do not fit.
+        ValueError: on layouts, shapes, dtypes or devices that do not fit.
     """
-    confusion, pairs, frames = batch_statistics_arrays(preds, target, item_slots, num_slots, space, validate)
+    pred_maps = as_label_maps(preds, "preds", space.label_divisor)
+    target_maps = as_label_maps(target, "target", space.label_divisor)
+    _check_pair(pred_maps, target_maps)
+    batch = target_maps.shape[0]
+    slots_of_items = _slots_of_items(item_slots, batch, num_slots)
+    frames = np.bincount(slots_of_items, minlength=num_slots)
+    if target_maps.is_tensor and (target_maps.device.type != "cpu" or not USE_NUMPY_ON_CPU):
+        from hvps_lightning.metrics.functional_stq_torch import batch_statistics_torch
 
-    def to_device(array: np.ndarray) -> Tensor:
-        return torch.from_numpy(np.ascontiguousarray(array, dtype=np.int64)).to(target.device)
+        confusion, pairs = batch_statistics_torch(
+            pred_maps, target_maps, slots_of_items, num_slots, space, validate
+        )
+        return confusion, pairs, frames
+    confusion, pairs = _batch_statistics_numpy(
+        _host(pred_maps), _host(target_maps), slots_of_items, num_slots, space, validate
+    )
+    if target_maps.is_tensor:
+        import torch
 
-    return to_device(confusion), to_device(pairs), to_device(frames)
+        return torch.from_numpy(confusion), torch.from_numpy(pairs), frames
+    return confusion, pairs, frames
 
 
-def batch_statistics_arrays(
-    preds: Tensor,
-    target: Tensor,
-    item_slots: Tensor | np.ndarray | list[int],
+def _slots_of_items(item_slots: Any, batch: int, num_slots: int) -> np.ndarray:
+    if _is_tensor(item_slots):
+        item_slots = item_slots.detach().cpu().numpy()
+    slots = np.asarray(item_slots, dtype=np.int64).reshape(-1)
+    if slots.size != batch:
+        raise ValueError(f"got {slots.size} sequence slots for a batch of {batch}")
+    if slots.size and (slots.min() < 0 or slots.max() >= num_slots):
+        raise ValueError(f"sequence slots must lie in [0, {num_slots})")
+    return slots
+
+
+def _host(maps: LabelMaps) -> LabelMaps:
+    """NumPy views of CPU tensors (zero copy), C-contiguous."""
+    arrays = tuple(np.ascontiguousarray(a.detach().numpy() if _is_tensor(a) else a) for a in maps.arrays)
+    return LabelMaps(maps.layout, arrays, maps.shape, maps.label_divisor)
+
+
+def _batch_statistics_numpy(
+    preds: LabelMaps,
+    target: LabelMaps,
+    slots_of_items: np.ndarray,
     num_slots: int,
     space: STQLabelSpace,
-    validate: bool = True,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """:func:`stq_batch_statistics` returning int64 host (NumPy) arrays."""
-    _check_input(preds, target)
-    batch, height, width, _ = target.shape
+    validate: bool,
+) -> tuple[np.ndarray, np.ndarray]:
+    batch, height, width = target.shape
     item_size = height * width
     size = space.confusion_size
-    slots_of_items = np.asarray(
-        item_slots.detach().cpu().numpy() if isinstance(item_slots, Tensor) else item_slots, dtype=np.int64
-    ).reshape(-1)
-    if slots_of_items.size != batch:
-        raise ValueError(f"got {slots_of_items.size} sequence slots for a batch of {batch}")
-    if slots_of_items.size and (slots_of_items.min() < 0 or slots_of_items.max() >= num_slots):
-        raise ValueError(f"sequence slots must lie in [0, {num_slots})")
-    frames = np.bincount(slots_of_items, minlength=num_slots)
-    confusion = np.zeros(num_slots * size * size, dtype=np.int64)
-    pairs = np.zeros((0, 4), dtype=np.int64)
-    if batch and item_size:
-        runs = find_runs(target, preds)
-        confusion, pairs = _run_statistics(
-            runs, batch * item_size, item_size, slots_of_items, num_slots, space, validate
-        )
-    return confusion.reshape(num_slots, size, size), pairs, frames
+    if batch == 0 or item_size == 0:
+        return np.zeros((num_slots, size, size), dtype=np.int64), np.zeros((0, 4), dtype=np.int64)
+    total = batch * item_size
+    starts, (gt_semantic, gt_instance), (pred_semantic, pred_instance) = find_runs(target, preds)
+    lengths = np.empty(starts.size, dtype=np.float64)  # float: what bincount weights are anyway
+    np.subtract(starts[1:], starts[:-1], out=lengths[:-1], casting="unsafe")
+    lengths[-1] = total - starts[-1]
+    run_slots = slots_of_items[starts // item_size] if num_slots > 1 else None
+    confusion, pairs = _run_statistics(
+        gt_semantic, gt_instance, pred_semantic, pred_instance, lengths, run_slots, num_slots, space, validate
+    )
+    return confusion.reshape(num_slots, size, size), pairs
+
+
+#: element size -> the unsigned integer that holds a pixel's two channels in one word.
+_PAIR_WORD = {1: np.uint16, 2: np.uint32, 4: np.uint64}
+#: 64-bit pairs are gathered as one 16-byte item per pixel (a bit-exact copy).
+_PIXEL_OF_64_BIT_PAIR = np.dtype((np.void, 16))
+
+
+def _streams(maps: LabelMaps) -> list[tuple[np.ndarray, int]]:
+    """1-D arrays whose elements, compared ``step`` elements apart, tell equal pixels apart.
+
+    A pixel equals its left neighbour iff every stream has equal elements at its position
+    (step 1: one element per pixel; step 2: the two channels of 64-bit pairs). The streams'
+    elements at the run starts are also what the statistics need.
+    """
+    if maps.layout == "pairs":
+        (labels,) = maps.arrays
+        word = _PAIR_WORD.get(labels.dtype.itemsize)
+        if word is not None:
+            return [(labels.reshape(-1).view(word), 1)]
+        return [(labels.reshape(-1), 2)]
+    return [(array.reshape(-1), 1) for array in maps.arrays]
+
+
+def _decode_streams(maps: LabelMaps, gathered: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """(semantic, instance) per run from the gathered stream elements of :func:`_streams`."""
+    if maps.layout == "pairs":
+        labels_dtype = maps.arrays[0].dtype
+        (words,) = gathered
+        pairs = words.view(labels_dtype).reshape(-1, 2)
+        return pairs[:, 0], pairs[:, 1]
+    if maps.layout == "split":
+        semantic, instance = gathered
+        return semantic, instance
+    return split_panoptic(gathered[0], maps.label_divisor)
+
+
+def _or_into(flags: np.ndarray, other: np.ndarray, size: int) -> None:
+    """``flags[:size] |= other[:size]`` for bool buffers, eight flags per operation (size % 8 == 0)."""
+    words = flags[:size].view(np.uint64)
+    np.bitwise_or(words, other[:size].view(np.uint64), out=words)
+
+
+def _gather(array: np.ndarray, step: int, begin: int, end: int, local: np.ndarray) -> np.ndarray:
+    if step == 1:
+        return array[begin:end].take(local)
+    return array[2 * begin : 2 * end].view(_PIXEL_OF_64_BIT_PAIR).take(local)
+
+
+def find_runs(
+    target: LabelMaps, preds: LabelMaps
+) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """Run-length encode a batch of (B, H, W) label maps along the flattened pixels.
+
+    A run continues while ground truth and prediction both equal their left neighbour's;
+    every batch item starts a new run. This is the only pass over all pixels: per chunk of
+    :data:`CPU_CHUNK_PIXELS`, the neighbour comparisons and the gathering of the labels at the
+    run starts both work on data still in cache.
+
+    Returns:
+        The flat pixel indices (int64, ascending) where runs start, and (semantic, instance)
+        of the target and of the prediction at those pixels, in the inputs' dtypes.
+    """
+    batch, height, width = target.shape
+    item_size, total = height * width, batch * height * width
+    target_streams, pred_streams = _streams(target), _streams(preds)
+    streams = target_streams + pred_streams
+    chunk = max(1, min(CPU_CHUNK_PIXELS, total))
+    padded = -(-chunk // 8) * 8  # bool buffers are OR-ed eight at a time, as uint64
+    change, scratch = np.zeros(padded, dtype=bool), np.zeros(padded, dtype=bool)
+    with_pairs = any(step == 2 for _, step in streams)
+    pair_change = np.zeros(2 * padded if with_pairs else 0, dtype=bool)
+    pair_scratch = np.zeros(2 * padded if with_pairs else 0, dtype=bool)
+    parts = [np.zeros(1, dtype=np.int64)]
+    gathered: list[list[np.ndarray]] = [[_gather(array, step, 0, 1, parts[0])] for array, step in streams]
+    for begin in range(1, total, chunk):  # pixel 0 starts a run; compare pixels begin .. end - 1
+        end = min(begin + chunk, total)
+        count = end - begin
+        words = -(-count // 8)
+        have_bool = have_pairs = False
+        for array, step in streams:
+            if step == 1:
+                out = scratch if have_bool else change
+                np.not_equal(array[begin:end], array[begin - 1 : end - 1], out=out[:count])
+                if have_bool:
+                    _or_into(change, scratch, 8 * words)
+                have_bool = True
+            else:
+                out = pair_scratch if have_pairs else pair_change
+                here, left = array[2 * begin : 2 * end], array[2 * begin - 2 : 2 * end - 2]
+                np.not_equal(here, left, out=out[: 2 * count])
+                if have_pairs:
+                    _or_into(pair_change, pair_scratch, 16 * words)
+                have_pairs = True
+        if have_pairs:
+            # the two flags of a pixel read as one uint16: nonzero iff either channel differs
+            out = scratch if have_bool else change
+            np.not_equal(pair_change[: 2 * count].view(np.uint16), 0, out=out[:count])
+            if have_bool:
+                _or_into(change, scratch, 8 * words)
+        first_item = -(-begin // item_size) * item_size  # first item start >= begin
+        change[first_item - begin : count : item_size] = True
+        local = np.flatnonzero(change[:count])
+        for values, (array, step) in zip(gathered, streams, strict=True):
+            values.append(_gather(array, step, begin, end, local))
+        local += begin
+        parts.append(local)
+    starts = np.concatenate(parts)
+    columns = [np.concatenate(values) for values in gathered]
+    split = len(target_streams)
+    return starts, _decode_streams(target, columns[:split]), _decode_streams(preds, columns[split:])
+
+
+def split_panoptic(panoptic: np.ndarray, label_divisor: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(panoptic // label_divisor, panoptic % label_divisor)`` (floor: negative ids, negative classes)."""
+    if np.iinfo(panoptic.dtype).max < label_divisor:  # the divisor does not fit the dtype
+        panoptic = panoptic.astype(np.int64)
+    if label_divisor & (label_divisor - 1) == 0:  # a power of two: shift and mask
+        shift = label_divisor.bit_length() - 1
+        return panoptic >> shift, panoptic & (label_divisor - 1)
+    return np.divmod(panoptic, label_divisor)
+
+
+def semantic_error(values: np.ndarray, space: STQLabelSpace, which: str) -> STQInputError | None:
+    """The error for semantic ids that are neither a class nor the ignore label, or None."""
+    if values.size == 0:
+        return None
+    if np.issubdtype(values.dtype, np.unsignedinteger):
+        outside = values >= space.table_size
+    else:
+        outside = (values < 0) | (values >= space.table_size)
+    bad = values[outside]
+    if bad.size == 0:
+        bad = values[space.class_table[values.astype(np.int64)] < 0]
+    if bad.size == 0:
+        return None
+    return STQInputError(
+        which,
+        f"semantic ids must lie in [0, {space.num_classes}) or be the ignore label {space.ignore_label}; "
+        f"found {np.unique(bad)[:5].tolist()}",
+    )
+
+
+def instance_error(instances: np.ndarray, low: int, space: STQLabelSpace, which: str) -> STQInputError | None:
+    """The error for instance ids of thing pixels outside ``[low, label_divisor)``, or None."""
+    if instances.size == 0:
+        return None
+    info = np.iinfo(instances.dtype)
+    if info.min >= low and info.max < space.label_divisor:
+        return None  # the dtype cannot hold a bad value
+    if instances.min() >= low and instances.max() < space.label_divisor:
+        return None
+    bad = instances[(instances < low) | (instances >= space.label_divisor)]
+    return STQInputError(
+        which,
+        f"instance ids of thing pixels must lie in [{low}, {space.label_divisor}); "
+        f"found {np.unique(bad)[:5].tolist()}",
+    )
 
 
 #: largest id range grouped with bincount lookup tables; larger ones are sorted (np.unique).
 _MAX_TABLE = 1 << 20
 
 
-def _raise_semantic(values: np.ndarray, space: STQLabelSpace, which: str) -> None:
-    values = values.astype(np.int64)
-    bad = values[(values < 0) | (values >= space.table_size)]
-    if bad.size == 0:
-        bad = values[space.class_table[values] < 0]
-    if bad.size:
-        raise STQInputError(
-            which,
-            f"semantic ids must lie in [0, {space.num_classes}) or be the ignore label {space.ignore_label}; "
-            f"found {np.unique(bad)[:5].tolist()}",
-        )
-
-
-def _check_instances(instances: np.ndarray, low: int, space: STQLabelSpace, which: str) -> None:
-    if instances.size and (instances.min() < low or instances.max() >= space.label_divisor):
-        bad = instances[(instances < low) | (instances >= space.label_divisor)]
-        raise STQInputError(
-            which,
-            f"instance ids of thing pixels must lie in [{low}, {space.label_divisor}); "
-            f"found {np.unique(bad)[:5].tolist()}",
-        )
-
-
 def _compact(codes: np.ndarray, code_range: int) -> tuple[np.ndarray, np.ndarray]:
     """Distinct values of ``codes`` (sorted) and each code's index among them (sort-free if small)."""
     if code_range <= _MAX_TABLE:
         values = np.flatnonzero(np.bincount(codes, minlength=code_range))
-        table = np.zeros(code_range, dtype=np.int64)
+        table = np.empty(code_range, dtype=np.int64)
         table[values] = np.arange(values.size)
         return values, table[codes]
     values, inverse = np.unique(codes, return_inverse=True)
     return values, inverse.reshape(-1)
 
 
-def _semantic_lookups(runs: Runs, space: STQLabelSpace) -> tuple[np.ndarray, np.ndarray]:
-    """Flat confusion index (-1 if invalid) and thing flags (bit 1 gt, bit 2 prediction) per run."""
-    gt_semantic, pred_semantic = runs.gt[:, 0], runs.pred[:, 0]
-    size = space.table_size
-    for values, which in ((gt_semantic, "target"), (pred_semantic, "preds")):
-        # Out-of-range ids would index the tables out of bounds (or wrap around if negative).
-        if values.size and (values.min() < 0 or values.max() >= size):
-            _raise_semantic(values, space, which)
-    tables = space.pair_tables
-    if tables is not None:
-        code = np.multiply(gt_semantic, size, dtype=np.int64)
-        code += pred_semantic
-        return tables[0][code], tables[1][code]
-    gt_class, pred_class = space.class_table[gt_semantic], space.class_table[pred_semantic]
-    index = np.where((gt_class >= 0) & (pred_class >= 0), gt_class * space.confusion_size + pred_class, -1)
-    flags = (space.thing_rank[gt_semantic] >= 0).astype(np.uint8)
-    flags |= (space.thing_rank[pred_semantic] >= 0).astype(np.uint8) << 1
-    return index, flags
-
-
 def _run_statistics(
-    runs: Runs,
-    total: int,
-    item_size: int,
-    slots_of_items: np.ndarray,
+    gt_semantic: np.ndarray,
+    gt_instance: np.ndarray,
+    pred_semantic: np.ndarray,
+    pred_instance: np.ndarray,
+    lengths: np.ndarray,
+    run_slots: np.ndarray | None,
     num_slots: int,
     space: STQLabelSpace,
     validate: bool,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Confusion counts and (slot, gt_id, pred_id, pixels) rows from the runs of a batch.
+    """Flat confusion counts and (slot, gt_id, pred_id, pixels) rows from the runs of a batch.
 
     All work is on runs (a few percent of the pixels) and, past the confusion matrix, on the
     runs that touch a thing: lookup tables and bincounts, no sorting unless ids span more than
     :data:`_MAX_TABLE` values.
     """
-    size, divisor = space.confusion_size, space.label_divisor
-    lengths = np.diff(runs.starts, append=np.int64(total))
-    confusion_index, flags = _semantic_lookups(runs, space)
-    if confusion_index.size and confusion_index.min() < 0:  # neither a class nor the ignore label
-        _raise_semantic(runs.gt[:, 0], space, "target")
-        _raise_semantic(runs.pred[:, 0], space, "preds")
-    slot = None
-    if num_slots > 1:
-        slot = slots_of_items[runs.starts // item_size]
-        confusion_index = confusion_index + slot * (size * size)
-    # Float weights are exact: counts stay far below 2**53.
-    confusion = np.bincount(confusion_index, weights=lengths, minlength=num_slots * size * size).astype(
-        np.int64
+    size = space.confusion_size
+    # Out-of-range ids would index the tables out of bounds (or wrap around if negative).
+    in_range = all(
+        values.size == 0 or (values.min() >= 0 and values.max() < space.table_size)
+        for values in (gt_semantic, pred_semantic)
     )
+    info = space.run_info(gt_semantic, pred_semantic) if in_range else None
+    if info is None or (info.size and info.min() < 0):  # -1: neither a class nor the ignore label
+        error = semantic_error(gt_semantic, space, "target") or semantic_error(pred_semantic, space, "preds")
+        assert error is not None
+        raise error
+    confusion_index = info >> 2
+    if run_slots is not None:
+        confusion_index += run_slots * (size * size)
+    # Float weights are exact: counts stay far below 2**53.
+    confusion = np.bincount(confusion_index, weights=lengths, minlength=num_slots * size * size)
 
     # Only runs where either side is a thing go on.
-    touching = np.flatnonzero(flags)
-    flags = flags[touching]
-    gt_semantic, gt_instance = runs.gt[touching, 0], runs.gt[touching, 1].astype(np.int64)
-    pred_semantic, pred_instance = runs.pred[touching, 0], runs.pred[touching, 1].astype(np.int64)
-    gt_thing, pred_thing = (flags & 1).astype(bool), (flags & 2).astype(bool)
-    crowd = gt_thing & (gt_instance == 0)
-    in_tube = gt_thing & ~crowd
-    in_segment = pred_thing & ~crowd
+    touching = np.flatnonzero(info & 3)
+    flags = info[touching]
+    gt_instance, pred_instance = gt_instance[touching], pred_instance[touching]
+    gt_thing, pred_thing = (flags & 1) != 0, (flags & 2) != 0
+    tube = gt_thing & (gt_instance != 0)
+    segment = pred_thing & ~(gt_thing ^ tube)  # ground-truth crowd: neither tube nor segment
     if validate:
-        _check_instances(gt_instance[in_tube], 1, space, "target")
-        _check_instances(pred_instance[in_segment], 0, space, "preds")
-    keep = np.flatnonzero(in_tube | in_segment)
-    tube, segment = in_tube[keep], in_segment[keep]
+        _check_instances(gt_instance, tube, 1, space, "target")
+        _check_instances(pred_instance, segment, 0, space, "preds")
     # Codes: 0 = none, else 1 + thing rank * divisor + instance (compact, unlike panoptic ids).
-    gt_code = np.where(tube, space.thing_rank[gt_semantic[keep]] * divisor + gt_instance[keep] + 1, 0)
-    pred_code = np.where(
-        segment, space.thing_rank[pred_semantic[keep]] * divisor + pred_instance[keep] + 1, 0
-    )
-    code_range = len(space.things) * divisor + 1
-    gt_values, gt_index = _compact(gt_code, code_range)
-    pred_values, pred_index = _compact(pred_code, code_range)
+    offsets = space.thing_code_offset
+    gt_code = np.where(tube, offsets[gt_semantic[touching]] + gt_instance.astype(np.int64), 0)
+    pred_code = np.where(segment, offsets[pred_semantic[touching]] + pred_instance.astype(np.int64), 0)
+    gt_values, gt_index = _compact(gt_code, space.code_range)
+    pred_values, pred_index = _compact(pred_code, space.code_range)
     key = gt_index * pred_values.size + pred_index
-    if slot is not None:
-        key += slot[touching[keep]] * (gt_values.size * pred_values.size)
-    key_values, key_index = _compact(key, num_slots * gt_values.size * pred_values.size)
-    counts = np.bincount(key_index, weights=lengths[touching[keep]], minlength=key_values.size).astype(
-        np.int64
+    key_range = gt_values.size * pred_values.size
+    if run_slots is not None:
+        key += run_slots[touching] * key_range
+    if num_slots * key_range <= _MAX_TABLE:
+        counts = np.bincount(key, weights=lengths[touching], minlength=num_slots * key_range)
+        key_values = np.flatnonzero(counts)
+        counts = counts[key_values]
+    else:
+        key_values, key_index = _compact(key, num_slots * key_range)
+        counts = np.bincount(key_index, weights=lengths[touching], minlength=key_values.size)
+
+    pred_of_key = pred_values[key_values % pred_values.size]
+    rest = key_values // pred_values.size
+    gt_of_key = gt_values[rest % gt_values.size]
+    keep = (gt_of_key > 0) | (pred_of_key > 0)  # runs on ground-truth crowd only: no row
+    pairs = np.stack(
+        [
+            (rest // gt_values.size)[keep],
+            _panoptic_of_codes(gt_of_key[keep], space),
+            _panoptic_of_codes(pred_of_key[keep], space),
+            counts[keep].astype(np.int64),
+        ],
+        axis=1,
     )
+    return confusion.astype(np.int64), pairs
 
+
+def _check_instances(
+    instances: np.ndarray, used: np.ndarray, low: int, space: STQLabelSpace, which: str
+) -> None:
+    """Raise if an instance id where ``used`` lies outside ``[low, label_divisor)``.
+
+    Tubes never hold instance 0 (that is crowd), so all ids in ``[0, label_divisor)`` pass; only
+    when some id is outside does the check look at the used ones.
+    """
+    if instances.size == 0:
+        return
+    limits = np.iinfo(instances.dtype)
+    if limits.min >= 0 and limits.max < space.label_divisor:
+        return  # the dtype cannot hold a bad value
+    if instances.min() >= 0 and instances.max() < space.label_divisor:
+        return
+    error = instance_error(instances[used], low, space, which)
+    if error is not None:
+        raise error
+
+
+def _panoptic_of_codes(codes: np.ndarray, space: STQLabelSpace) -> np.ndarray:
+    """Panoptic ids ``semantic * label_divisor + instance`` of compact codes; -1 for code 0."""
     things = np.asarray(space.things, dtype=np.int64)
+    if things.size == 0:
+        return np.full(codes.shape, -1, dtype=np.int64)
+    rank, instance = np.divmod(np.maximum(codes - 1, 0), space.label_divisor)
+    return np.where(codes > 0, things[rank] * space.label_divisor + instance, -1)
 
-    def panoptic(codes: np.ndarray) -> np.ndarray:
-        rank, instance = np.divmod(np.maximum(codes - 1, 0), divisor)
-        return (
-            np.where(codes > 0, things[rank] * divisor + instance, -1)
-            if things.size
-            else -np.ones_like(codes)
-        )
 
-    pred_of_key = pred_values[key_values % pred_values.size] if pred_values.size else key_values
-    rest = key_values // max(pred_values.size, 1)
-    gt_of_key = gt_values[rest % gt_values.size] if gt_values.size else rest
-    slot_of_key = rest // max(gt_values.size, 1)
-    pairs = np.stack([slot_of_key, panoptic(gt_of_key), panoptic(pred_of_key), counts], axis=1)
-    return confusion, pairs
+# ---------------------------------------------------------------------------------------------
+# STQ from statistics
+# ---------------------------------------------------------------------------------------------
+def _to_numpy(array: Any) -> np.ndarray:
+    if _is_tensor(array):
+        array = array.detach().cpu().numpy()
+    return np.asarray(array, dtype=np.int64)
 
 
 def _group_sum(keys: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -539,9 +730,16 @@ def _group_sum(keys: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.nda
         return keys, values[:0], np.zeros(0, dtype=np.int64)
     unique, inverse = np.unique(keys, axis=0, return_inverse=True)
     inverse = inverse.reshape(-1)
-    sums = np.zeros(unique.shape[0], dtype=values.dtype)
-    np.add.at(sums, inverse, values)
+    sums = np.bincount(inverse, weights=values, minlength=unique.shape[0]).astype(values.dtype)
     return unique, sums, inverse
+
+
+def sum_pair_rows(rows: np.ndarray) -> np.ndarray:
+    """(slot, gt_id, pred_id, pixels) rows with equal keys summed, rows of 0 pixels dropped."""
+    rows = rows.reshape(-1, 4)
+    keys, pixels, _ = _group_sum(rows[:, :3], rows[:, 3])
+    keep = pixels > 0
+    return np.concatenate([keys[keep], pixels[keep, None]], axis=1)
 
 
 def _mean_iou(confusion: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -555,28 +753,27 @@ def _mean_iou(confusion: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mean, per_class
 
 
-def stq_from_statistics(confusion: Tensor, pairs: Tensor, space: STQLabelSpace) -> STQResult:
+def stq_from_statistics(confusion: Any, pairs: Any, space: STQLabelSpace) -> STQResult:
     """Compute STQ, AQ and IoU from accumulated statistics.
 
     Args:
-        confusion: (S, C, C) int64 confusion per sequence (rows ground truth).
+        confusion: (S, C, C) int64 confusion per sequence (rows ground truth); array or tensor.
         pairs: (N, 4) int64 rows ``(sequence, gt_id, pred_id, pixels)`` with ``sequence`` in
-            ``[0, S)``; rows may repeat (they are summed).
+            ``[0, S)``; rows may repeat (they are summed); array or tensor.
         space: the label space.
 
     Returns:
         The overall and per-sequence numbers.
     """
-    confusion_np = confusion.detach().cpu().numpy().astype(np.int64, copy=True)
+    confusion_np = _to_numpy(confusion).copy()
     num_sequences = confusion_np.shape[0]
     # The reference removes the ground-truth void row only; the void column stays.
     confusion_np[:, space.void_index, :] = 0
     sequence_iou, _ = _mean_iou(confusion_np.astype(np.float64))
     total_iou, class_iou = _mean_iou(confusion_np.sum(axis=0).astype(np.float64))
 
-    rows = pairs.detach().cpu().numpy().astype(np.int64).reshape(-1, 4)
-    keys, pixels, _ = _group_sum(rows[:, :3], rows[:, 3])
-    pixels = pixels.astype(np.float64)
+    rows = sum_pair_rows(_to_numpy(pairs))
+    keys, pixels = rows[:, :3], rows[:, 3].astype(np.float64)
     sequence, gt_id, pred_id = keys[:, 0], keys[:, 1], keys[:, 2]
 
     # Each row's tube (ground-truth id) and segment (predicted id), -1 where it has none.
@@ -613,3 +810,199 @@ def stq_from_statistics(confusion: Tensor, pairs: Tensor, space: STQLabelSpace) 
         sequence_aq=sequence_aq,
         sequence_iou=sequence_iou,
     )
+
+
+def sorted_sequence_ids(ids: Sequence[SequenceId]) -> list[SequenceId]:
+    """Integers (numerically) before strings (lexicographically): the same order on every rank."""
+    return sorted(ids, key=lambda s: (0, s, "") if isinstance(s, int) else (1, 0, s))
+
+
+def format_stq_result(
+    result: STQResult,
+    sequence_ids: Sequence[SequenceId],
+    space: STQLabelSpace,
+    class_names: Sequence[str],
+    num_frames: int,
+) -> dict[str, Any]:
+    """The dict of DESIGN.md section 3 (plus ``num_frames``) from an :class:`STQResult`.
+
+    ``iou_per_class`` names the real classes only; the void column (predicted void on valid
+    ground truth) is not a class but still counts in ``sq`` as the reference does.
+    """
+    iou_per_class = {
+        name: float(result.class_iou[index])
+        for index, name in enumerate(class_names)
+        if index != space.ignore_label
+    }
+    per_sequence = {
+        sequence_id: {
+            "stq": float(result.sequence_stq[i]),
+            "aq": float(result.sequence_aq[i]),
+            "sq": float(result.sequence_iou[i]),
+        }
+        for i, sequence_id in enumerate(sequence_ids)
+    }
+    return {
+        "stq": float(result.stq),
+        "aq": float(result.aq),
+        "sq": float(result.iou),
+        "iou_per_class": iou_per_class,
+        "per_sequence": per_sequence,
+        "num_frames": int(num_frames),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Accumulation on the host
+# ---------------------------------------------------------------------------------------------
+def check_sequence_id(sequence_id: Any) -> SequenceId:
+    """A sequence id as str or int (NumPy integers become ints); ``TypeError`` otherwise."""
+    if isinstance(sequence_id, (bool, np.bool_)):
+        raise TypeError("a sequence id is a str or an int, not a bool")
+    if isinstance(sequence_id, (int, np.integer)):
+        value = int(sequence_id)
+        if not -(2**63) <= value < 2**63:
+            raise ValueError(f"integer sequence id {value} does not fit in 64 bits")
+        return value
+    if isinstance(sequence_id, str):
+        return sequence_id
+    raise TypeError(f"a sequence id is a str or an int, got {type(sequence_id).__name__}")
+
+
+def sequence_ids_of_batch(sequence_ids: Any, batch: int) -> list[SequenceId]:
+    """One checked sequence id per item: a list, a tensor of ints, or one id for the whole batch."""
+    if _is_tensor(sequence_ids):
+        if sequence_ids.dtype.is_floating_point or str(sequence_ids.dtype) == "torch.bool":
+            raise TypeError(f"sequence ids given as a tensor must be integers, got {sequence_ids.dtype}")
+        sequence_ids = sequence_ids.reshape(-1).tolist()
+    elif isinstance(sequence_ids, np.ndarray):
+        sequence_ids = sequence_ids.reshape(-1).tolist()
+    elif isinstance(sequence_ids, (str, int, np.integer)):
+        sequence_ids = [sequence_ids] * batch
+    ids = [check_sequence_id(s) for s in sequence_ids]
+    if len(ids) != batch:
+        raise ValueError(f"got {len(ids)} sequence ids for a batch of {batch}")
+    return ids
+
+
+def batch_size_of(preds: Any, target: Any, label_divisor: int) -> int:
+    """B of a (preds, target) batch in any layout (both sides checked)."""
+    pred_maps = as_label_maps(preds, "preds", label_divisor)
+    target_maps = as_label_maps(target, "target", label_divisor)
+    _check_pair(pred_maps, target_maps)
+    return target_maps.shape[0]
+
+
+class STQAccumulator:
+    """STQ over a stream of frames, accumulated on the host with NumPy only (no torch needed).
+
+    What ``hvps evaluate step`` and :func:`segmentation_and_tracking_quality` use; the
+    torchmetrics :class:`~hvps_lightning.metrics.STQ` adds DDP reduction on top of the same
+    statistics and gives the same numbers. Memory grows with the number of distinct
+    (tube, segment) pairs, not with the number of frames.
+
+    Args:
+        space: the label space.
+        class_names: names of the classes for ``iou_per_class`` (default ``"0"``, ``"1"``, ...).
+        validate: check instance ids of thing pixels (semantic ids are always checked).
+
+    Example:
+        >>> import numpy as np
+        >>> stq = STQAccumulator(STQLabelSpace(2, (1,)))
+        >>> frame = np.array([[[[0, 0], [1, 3]]]])
+        >>> stq.update(frame, frame, "seq")
+        >>> stq.compute()["stq"]
+        1.0
+    """
+
+    #: merge the pair rows after this many updates.
+    coalesce_every = 64
+
+    def __init__(
+        self, space: STQLabelSpace, class_names: Sequence[str] | None = None, validate: bool = True
+    ) -> None:
+        self.space = space
+        names = [str(i) for i in range(space.num_classes)] if class_names is None else list(class_names)
+        if len(names) != space.num_classes:
+            raise ValueError(f"got {len(names)} class names for {space.num_classes} classes")
+        self.class_names = tuple(str(n) for n in names)
+        self.validate = validate
+        self._index: dict[SequenceId, int] = {}
+        self._confusion: list[np.ndarray] = []
+        self._frames: list[int] = []
+        self._pairs: list[np.ndarray] = []
+
+    def update(self, preds: Any, target: Any, sequence_ids: Any) -> None:
+        """Add a batch of frames (layouts of the module docstring; one sequence id per item, or one)."""
+        batch = batch_size_of(preds, target, self.space.label_divisor)
+        ids = sequence_ids_of_batch(sequence_ids, batch)
+        slot_ids = list(dict.fromkeys(ids))
+        slot_of_id = {sequence_id: slot for slot, sequence_id in enumerate(slot_ids)}
+        confusion, pairs, frames = stq_batch_statistics(
+            preds, target, [slot_of_id[s] for s in ids], len(slot_ids), self.space, self.validate
+        )
+        confusion, pairs = _to_numpy(confusion), _to_numpy(pairs)
+        index = np.array([self._sequence_index(s) for s in slot_ids], dtype=np.int64)
+        for slot, sequence in enumerate(index.tolist()):
+            self._confusion[sequence] += confusion[slot]
+            self._frames[sequence] += int(frames[slot])
+        if pairs.size:
+            pairs = pairs.copy()
+            pairs[:, 0] = index[pairs[:, 0]]
+            self._pairs.append(pairs)
+        if len(self._pairs) >= self.coalesce_every:
+            self._pairs = [sum_pair_rows(np.concatenate(self._pairs))]
+
+    def _sequence_index(self, sequence_id: SequenceId) -> int:
+        if sequence_id not in self._index:
+            self._index[sequence_id] = len(self._index)
+            size = self.space.confusion_size
+            self._confusion.append(np.zeros((size, size), dtype=np.int64))
+            self._frames.append(0)
+        return self._index[sequence_id]
+
+    @property
+    def num_frames(self) -> int:
+        """Frames added so far."""
+        return sum(self._frames)
+
+    def compute(self) -> dict[str, Any]:
+        """``stq``, ``aq``, ``sq``, ``iou_per_class``, ``per_sequence`` and ``num_frames`` (DESIGN.md)."""
+        order = sorted_sequence_ids(list(self._index))
+        position = np.zeros(len(order), dtype=np.int64)
+        for rank, sequence_id in enumerate(order):
+            position[self._index[sequence_id]] = rank
+        size = self.space.confusion_size
+        confusion = np.zeros((len(order), size, size), dtype=np.int64)
+        for sequence, matrix in enumerate(self._confusion):
+            confusion[position[sequence]] = matrix
+        pairs = np.concatenate(self._pairs) if self._pairs else np.zeros((0, 4), dtype=np.int64)
+        pairs = pairs.copy()
+        pairs[:, 0] = position[pairs[:, 0]]
+        result = stq_from_statistics(confusion, pairs, self.space)
+        return format_stq_result(result, order, self.space, self.class_names, self.num_frames)
+
+
+def segmentation_and_tracking_quality(
+    preds: Any,
+    target: Any,
+    sequence_ids: Any,
+    num_classes: int,
+    things: Sequence[int],
+    ignore_label: int = 255,
+    label_divisor: int = 65536,
+    class_names: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """STQ of one batch of frames in one call (the functional form of :class:`~hvps_lightning.metrics.STQ`).
+
+    Example:
+        >>> import numpy as np
+        >>> target = np.array([[[[0, 0], [1, 1]]]])
+        >>> segmentation_and_tracking_quality(target, target, [0], num_classes=2, things=[1])["stq"]
+        1.0
+    """
+    accumulator = STQAccumulator(
+        STQLabelSpace(int(num_classes), tuple(things), int(ignore_label), int(label_divisor)), class_names
+    )
+    accumulator.update(preds, target, sequence_ids)
+    return accumulator.compute()

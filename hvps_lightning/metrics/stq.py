@@ -45,17 +45,26 @@ from torchmetrics.utilities.data import dim_zero_cat
 from torchmetrics.utilities.distributed import gather_all_tensors
 
 from hvps_lightning.metrics.functional_stq import (
+    SequenceId,
     STQLabelSpace,
-    STQResult,
-    batch_statistics_arrays,
+    batch_size_of,
+    check_sequence_id,
+    format_stq_result,
+    segmentation_and_tracking_quality,
+    sequence_ids_of_batch,
+    sorted_sequence_ids,
+    stq_batch_statistics,
     stq_from_statistics,
 )
 
-SequenceId = str | int
+__all__ = ["STQ", "format_stq_result", "segmentation_and_tracking_quality", "sequence_key"]
+
 _KIND_INT = 0
 _KIND_STR = 1
 _KEY_MASK = (1 << 63) - 1
 _STATE_NAMES = ("sequence_records", "confusion_records", "pair_records")
+#: coalesce the pair records once they hold this many rows (device inputs leave one row per run)
+_MAX_PAIR_ROWS = 1 << 21
 
 
 @functools.lru_cache(maxsize=4096)
@@ -70,16 +79,8 @@ def sequence_key(sequence_id: SequenceId) -> int:
 
 
 def _kind_and_text(sequence_id: SequenceId) -> tuple[int, str]:
-    if isinstance(sequence_id, (bool, np.bool_)):
-        raise TypeError("a sequence id is a str or an int, not a bool")
-    if isinstance(sequence_id, (int, np.integer)):
-        value = int(sequence_id)
-        if not -(2**63) <= value < 2**63:
-            raise ValueError(f"integer sequence id {value} does not fit in 64 bits")
-        return _KIND_INT, str(value)
-    if isinstance(sequence_id, str):
-        return _KIND_STR, sequence_id
-    raise TypeError(f"a sequence id is a str or an int, got {type(sequence_id).__name__}")
+    value = check_sequence_id(sequence_id)
+    return (_KIND_INT, str(value)) if isinstance(value, int) else (_KIND_STR, value)
 
 
 def _sequence_record(sequence_id: SequenceId) -> list[int]:
@@ -103,26 +104,6 @@ def _parse_sequence_records(records: np.ndarray) -> dict[int, SequenceId]:
     return names
 
 
-def _sorted_sequence_ids(ids: Sequence[SequenceId]) -> list[SequenceId]:
-    """Integers (numerically) before strings (lexicographically): the same order on every rank."""
-    return sorted(ids, key=lambda s: (0, s, "") if isinstance(s, int) else (1, 0, s))
-
-
-def _sequence_ids_of_batch(sequence_ids: Any, batch: int) -> list[SequenceId]:
-    if isinstance(sequence_ids, Tensor):
-        if sequence_ids.dtype.is_floating_point or sequence_ids.dtype == torch.bool:
-            raise TypeError(f"sequence ids given as a tensor must be integers, got {sequence_ids.dtype}")
-        sequence_ids = sequence_ids.reshape(-1).tolist()
-    elif isinstance(sequence_ids, (str, int, np.integer)):
-        sequence_ids = [sequence_ids] * batch
-    ids = list(sequence_ids)
-    if len(ids) != batch:
-        raise ValueError(f"got {len(ids)} sequence ids for a batch of {batch}")
-    for sequence_id in ids:
-        _kind_and_text(sequence_id)
-    return [int(s) if isinstance(s, np.integer) else s for s in ids]
-
-
 class STQ(Metric):
     """Segmentation and Tracking Quality (STEP): ``sqrt(AQ * IoU)`` per sequence and overall.
 
@@ -141,10 +122,14 @@ class STQ(Metric):
         coalesce_every: merge accumulated records after this many updates (bounds memory).
         kwargs: passed to :class:`torchmetrics.Metric`.
 
-    ``update(preds, target, sequence_ids)``: ``preds`` and ``target`` are (B, H, W, 2)
-    integer tensors holding (semantic class, instance id) per pixel; ``sequence_ids`` is one
-    str or int per item (or one for the whole batch). Frames of a sequence may arrive in any
-    order and in any process.
+    ``update(preds, target, sequence_ids)``: ``preds`` and ``target`` hold (semantic class,
+    instance id) per pixel as (B, H, W, 2) integer tensors, as a ``(semantic, instance)`` tuple
+    of two (B, H, W) tensors, or as one (B, H, W) tensor of packed panoptic ids
+    ``semantic * label_divisor + instance`` (any integer dtype, any device; NumPy arrays too);
+    ``sequence_ids`` is one str or int per item (or one for the whole batch). Frames of a
+    sequence may arrive in any order and in any process. CPU inputs are reduced to statistics
+    on the host; tensors on an accelerator stay there (one synchronisation per update) and so
+    does the state.
 
     ``compute()`` returns a dict: ``stq``, ``aq``, ``sq`` (the mean IoU), floats;
     ``iou_per_class``: class name -> IoU (NaN where neither ground truth nor prediction has
@@ -186,12 +171,12 @@ class STQ(Metric):
         for name in _STATE_NAMES:
             self.add_state(name, default=[], dist_reduce_fx="cat")
 
-    def update(self, preds: Tensor, target: Tensor, sequence_ids: Any) -> None:
+    def update(self, preds: Any, target: Any, sequence_ids: Any) -> None:
         """Add a batch of frames (see the class docstring)."""
-        ids = _sequence_ids_of_batch(sequence_ids, int(target.shape[0]) if target.ndim else 0)
+        ids = sequence_ids_of_batch(sequence_ids, batch_size_of(preds, target, self.space.label_divisor))
         slot_ids = list(dict.fromkeys(ids))
         slot_of_id = {sequence_id: slot for slot, sequence_id in enumerate(slot_ids)}
-        confusion, pairs, frames = batch_statistics_arrays(
+        confusion, pairs, frames = stq_batch_statistics(
             preds,
             target,
             [slot_of_id[s] for s in ids],
@@ -199,7 +184,8 @@ class STQ(Metric):
             self.space,
             validate=self.validate_args,
         )
-        device = target.device
+        confusion, pairs = torch.as_tensor(confusion), torch.as_tensor(pairs)
+        device = confusion.device
         keys = np.array([sequence_key(s) for s in slot_ids], dtype=np.int64)
         new_records = [
             value
@@ -208,16 +194,19 @@ class STQ(Metric):
             for value in _sequence_record(sequence_id)
         ]
         if new_records:
-            self.sequence_records.append(torch.tensor(new_records, dtype=torch.int64, device=device))
+            self.sequence_records.append(_host_to(np.array(new_records, dtype=np.int64), device))
             self._known_keys.update(keys.tolist())
-        rows = np.concatenate([keys[:, None], frames[:, None], confusion.reshape(len(slot_ids), -1)], axis=1)
-        self.confusion_records.append(torch.from_numpy(rows.reshape(-1)).to(device))
-        if pairs.size:
-            pairs[:, 0] = keys[pairs[:, 0]]
-            self.pair_records.append(torch.from_numpy(pairs.reshape(-1)).to(device))
+        keys_and_frames = _host_to(np.stack([keys, frames], axis=1), device)
+        rows = torch.cat([keys_and_frames, confusion.reshape(len(slot_ids), -1)], dim=1)
+        self.confusion_records.append(rows.reshape(-1))
+        if pairs.shape[0]:
+            pairs = torch.cat([keys_and_frames[:, 0][pairs[:, 0]][:, None], pairs[:, 1:]], dim=1)
+            self.pair_records.append(pairs.reshape(-1))
+        pair_rows = sum(int(t.numel()) for t in self.pair_records) // 4
         if (
             len(self.confusion_records) >= self.coalesce_every
             or len(self.pair_records) >= self.coalesce_every
+            or pair_rows >= _MAX_PAIR_ROWS
         ):
             self._coalesce()
 
@@ -228,8 +217,8 @@ class STQ(Metric):
             rows = dim_zero_cat(self.confusion_records).reshape(-1, 2 + size * size)
             self.confusion_records = [_sum_rows_by_key(rows, 1).reshape(-1)]
         if self.pair_records:
-            rows = dim_zero_cat(self.pair_records).reshape(-1, 4)
-            self.pair_records = [_sum_rows_by_key(rows, 3).reshape(-1)]
+            rows = _sum_rows_by_key(dim_zero_cat(self.pair_records).reshape(-1, 4), 3)
+            self.pair_records = [rows[rows[:, 3] > 0].reshape(-1)]
 
     def reset(self) -> None:
         """Forget all accumulated frames."""
@@ -253,7 +242,7 @@ class STQ(Metric):
         names = _parse_sequence_records(_flat_records(self.sequence_records))
         confusion_rows = _flat_records(self.confusion_records).reshape(-1, 2 + size * size)
         pair_rows = _flat_records(self.pair_records).reshape(-1, 4)
-        order = _sorted_sequence_ids(list(names.values()))
+        order = sorted_sequence_ids(list(names.values()))
         index_of_key = {sequence_key(s): i for i, s in enumerate(order)}
         missing = {int(k) for k in np.unique(np.concatenate([confusion_rows[:, 0], pair_rows[:, 0]]))}
         missing -= set(index_of_key)
@@ -271,66 +260,15 @@ class STQ(Metric):
         if pairs.shape[0]:
             keys, inverse = np.unique(pairs[:, 0], return_inverse=True)
             pairs[:, 0] = np.array([index_of_key[int(k)] for k in keys], dtype=np.int64)[inverse.reshape(-1)]
-        result = stq_from_statistics(torch.from_numpy(confusion), torch.from_numpy(pairs), self.space)
+        result = stq_from_statistics(confusion, pairs, self.space)
         return format_stq_result(result, order, self.space, self.class_names, num_frames)
 
 
-def format_stq_result(
-    result: STQResult,
-    sequence_ids: Sequence[SequenceId],
-    space: STQLabelSpace,
-    class_names: Sequence[str],
-    num_frames: int,
-) -> dict[str, Any]:
-    """The dict of DESIGN.md section 3 (plus ``num_frames``) from an :class:`STQResult`.
+def _host_to(array: np.ndarray, device: torch.device) -> Tensor:
+    """A small host array on ``device`` (no wait for an accelerator)."""
+    from hvps_lightning.metrics.functional_stq_torch import to_device
 
-    ``iou_per_class`` names the real classes only; the void column (predicted void on valid
-    ground truth) is not a class but still counts in ``sq`` as the reference does.
-    """
-    iou_per_class = {
-        name: float(result.class_iou[index])
-        for index, name in enumerate(class_names)
-        if index != space.ignore_label
-    }
-    per_sequence = {
-        sequence_id: {
-            "stq": float(result.sequence_stq[i]),
-            "aq": float(result.sequence_aq[i]),
-            "sq": float(result.sequence_iou[i]),
-        }
-        for i, sequence_id in enumerate(sequence_ids)
-    }
-    return {
-        "stq": float(result.stq),
-        "aq": float(result.aq),
-        "sq": float(result.iou),
-        "iou_per_class": iou_per_class,
-        "per_sequence": per_sequence,
-        "num_frames": int(num_frames),
-    }
-
-
-def segmentation_and_tracking_quality(
-    preds: Tensor,
-    target: Tensor,
-    sequence_ids: Any,
-    num_classes: int,
-    things: Sequence[int],
-    ignore_label: int = 255,
-    label_divisor: int = 65536,
-    class_names: Sequence[str] | None = None,
-) -> dict[str, Any]:
-    """STQ of one batch of frames in one call (the functional form of :class:`STQ`).
-
-    Example:
-        >>> import torch
-        >>> target = torch.tensor([[[[0, 0], [1, 1]]]])
-        >>> segmentation_and_tracking_quality(target, target, [0], num_classes=2, things=[1])["stq"]
-        1.0
-    """
-    metric = STQ(num_classes, things, ignore_label, label_divisor, class_names)
-    metric.update(preds, target, sequence_ids)
-    return metric.compute()
+    return to_device(array, device)
 
 
 def _flat_records(state: list[Tensor] | Tensor) -> np.ndarray:

@@ -1,14 +1,20 @@
-"""Shared helpers of the metric tests: a slow, obviously correct STQ written from DESIGN.md section 5."""
+"""Shared helpers of the metric tests: a slow, obviously correct STQ written from DESIGN.md section 5,
+and small STEP folders for ``hvps evaluate step``."""
 
 from __future__ import annotations
 
 import math
 from collections import defaultdict
 from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import pytest
+
+from hvps_lightning.cli import main
+from hvps_lightning.formats.step_png import write_step_png
 
 Frame = tuple[Any, np.ndarray, np.ndarray]  # (sequence id, target (H, W, 2), preds (H, W, 2))
 
@@ -120,3 +126,53 @@ def reference_stq() -> Callable[..., dict[str, Any]]:
 def stq_close() -> Callable[..., None]:
     """Assert two STQ result dicts are equal within a tolerance."""
     return assert_same_stq
+
+
+# ------------------------------------------------------------------ hvps evaluate step folders
+PERSON = 4  # motchallenge_step
+
+
+def write_step_folders(root: Path, seed: int = 0) -> dict[str, list[tuple[np.ndarray, np.ndarray]]]:
+    """Two sequences of three 12 x 20 frames in gt/ and pred/; returns the (target, preds) pairs."""
+    rng = np.random.default_rng(seed)
+    pairs: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
+    for sequence in ("0002", "0009"):
+        for number in range(3):
+            semantic = np.repeat(rng.choice([0, 1, 3, PERSON, 255], (12, 1)), 20, axis=1)
+            instance = np.where(semantic == PERSON, rng.integers(1, 4, (12, 20)), 0)
+            pred_semantic = np.where(
+                rng.random((12, 20)) < 0.2, rng.choice([0, 2, PERSON], (12, 20)), semantic
+            )
+            pred_instance = np.where(pred_semantic == PERSON, rng.integers(0, 3, (12, 20)), 0)
+            write_step_png(root / "gt" / sequence / f"{number:06d}.png", semantic, instance)
+            write_step_png(root / "pred" / sequence / f"{number:06d}.png", pred_semantic, pred_instance)
+            pairs.setdefault(sequence, []).append(
+                (np.stack([semantic, instance], -1), np.stack([pred_semantic, pred_instance], -1))
+            )
+    return pairs
+
+
+def evaluate_step(tmp_path: Path, *extra: str) -> tuple[int, Path]:
+    output = tmp_path / "out" / "stq.json"
+    args = ["evaluate", "step", "--gt", str(tmp_path / "gt"), "--pred", str(tmp_path / "pred")]
+    code = main([*args, *(extra or ("--dataset", "motchallenge_step")), "--output", str(output)])
+    return code, output
+
+
+def assert_user_error(capsys: pytest.CaptureFixture[str], code: int, *fragments: str) -> None:
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("hvps evaluate: error:") and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+    for fragment in fragments:
+        assert fragment in err, err
+
+
+@pytest.fixture
+def step_cli() -> SimpleNamespace:
+    """``write_step_folders``, ``evaluate_step`` and ``assert_user_error`` for the CLI tests."""
+    return SimpleNamespace(
+        write_step_folders=write_step_folders,
+        evaluate_step=evaluate_step,
+        assert_user_error=assert_user_error,
+    )

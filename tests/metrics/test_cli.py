@@ -18,45 +18,9 @@ from hvps_lightning.structures.masks import encode_mask
 PERSON = 4  # motchallenge_step
 
 
-def write_step_folders(root: Path, seed: int = 0) -> dict[str, list[tuple[np.ndarray, np.ndarray]]]:
-    """Two sequences of three 12 x 20 frames in gt/ and pred/; returns the (target, preds) pairs."""
-    rng = np.random.default_rng(seed)
-    pairs: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
-    for sequence in ("0002", "0009"):
-        for number in range(3):
-            semantic = np.repeat(rng.choice([0, 1, 3, PERSON, 255], (12, 1)), 20, axis=1)
-            instance = np.where(semantic == PERSON, rng.integers(1, 4, (12, 20)), 0)
-            pred_semantic = np.where(
-                rng.random((12, 20)) < 0.2, rng.choice([0, 2, PERSON], (12, 20)), semantic
-            )
-            pred_instance = np.where(pred_semantic == PERSON, rng.integers(0, 3, (12, 20)), 0)
-            write_step_png(root / "gt" / sequence / f"{number:06d}.png", semantic, instance)
-            write_step_png(root / "pred" / sequence / f"{number:06d}.png", pred_semantic, pred_instance)
-            pairs.setdefault(sequence, []).append(
-                (np.stack([semantic, instance], -1), np.stack([pred_semantic, pred_instance], -1))
-            )
-    return pairs
-
-
-def evaluate_step(tmp_path: Path, *extra: str) -> tuple[int, Path]:
-    output = tmp_path / "out" / "stq.json"
-    args = ["evaluate", "step", "--gt", str(tmp_path / "gt"), "--pred", str(tmp_path / "pred")]
-    code = main([*args, *(extra or ("--dataset", "motchallenge_step")), "--output", str(output)])
-    return code, output
-
-
-def assert_user_error(capsys: pytest.CaptureFixture[str], code: int, *fragments: str) -> None:
-    err = capsys.readouterr().err
-    assert code == 2
-    assert err.startswith("hvps evaluate: error:") and "Traceback" not in err
-    assert len(err.strip().splitlines()) == 1
-    for fragment in fragments:
-        assert fragment in err, err
-
-
-def test_step_happy_path_with_a_preset(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    pairs = write_step_folders(tmp_path)
-    code, output = evaluate_step(tmp_path)
+def test_step_happy_path_with_a_preset(step_cli, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pairs = step_cli.write_step_folders(tmp_path)
+    code, output = step_cli.evaluate_step(tmp_path)
     assert code == 0
     assert "STQ" in capsys.readouterr().out
     result = json.loads(output.read_text())
@@ -80,49 +44,53 @@ def test_step_happy_path_with_a_preset(tmp_path: Path, capsys: pytest.CaptureFix
         )
 
 
-def test_step_explicit_classes_equal_the_preset(tmp_path: Path) -> None:
-    write_step_folders(tmp_path)
-    _, preset = evaluate_step(tmp_path)
-    code, explicit = evaluate_step(tmp_path, "--num-classes", "7", "--things", "4", "--ignore-label", "255")
+def test_step_explicit_classes_equal_the_preset(step_cli, tmp_path: Path) -> None:
+    step_cli.write_step_folders(tmp_path)
+    _, preset = step_cli.evaluate_step(tmp_path)
+    code, explicit = step_cli.evaluate_step(
+        tmp_path, "--num-classes", "7", "--things", "4", "--ignore-label", "255"
+    )
     assert code == 0
     a, b = json.loads(preset.read_text()), json.loads(explicit.read_text())
     assert (a["stq"], a["aq"], a["sq"]) == (b["stq"], b["aq"], b["sq"])
     assert list(b["iou_per_class"]) == [str(i) for i in range(7)]
-    code, _ = evaluate_step(tmp_path, "--num-classes", "7", "--things", "4", "5")
+    code, _ = step_cli.evaluate_step(tmp_path, "--num-classes", "7", "--things", "4", "5")
     assert code == 0
 
 
-def test_step_missing_prediction_frame(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    write_step_folders(tmp_path)
+def test_step_missing_prediction_frame(step_cli, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    step_cli.write_step_folders(tmp_path)
     missing = tmp_path / "pred" / "0009" / "000001.png"
     missing.unlink()
-    code, output = evaluate_step(tmp_path)
-    assert_user_error(capsys, code, str(missing), "missing prediction")
+    code, output = step_cli.evaluate_step(tmp_path)
+    step_cli.assert_user_error(capsys, code, str(missing), "missing prediction")
     assert not output.exists()
 
 
-def test_step_size_mismatch(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    write_step_folders(tmp_path)
+def test_step_size_mismatch(step_cli, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    step_cli.write_step_folders(tmp_path)
     small = tmp_path / "pred" / "0002" / "000002.png"
     write_step_png(small, np.zeros((6, 20), np.int32), np.zeros((6, 20), np.int32))
-    code, _ = evaluate_step(tmp_path)
-    assert_user_error(capsys, code, str(small), "6x20", "12x20")
+    code, _ = step_cli.evaluate_step(tmp_path)
+    step_cli.assert_user_error(capsys, code, str(small), "6x20", "12x20")
 
 
-def test_step_unreadable_png(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    write_step_folders(tmp_path)
+def test_step_unreadable_png(step_cli, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    step_cli.write_step_folders(tmp_path)
     broken = tmp_path / "gt" / "0009" / "000000.png"
     broken.write_bytes(b"\x89PNG\r\n\x1a\n not really")
-    code, _ = evaluate_step(tmp_path)
-    assert_user_error(capsys, code, str(broken))
+    code, _ = step_cli.evaluate_step(tmp_path)
+    step_cli.assert_user_error(capsys, code, str(broken))
 
 
-def test_step_labels_outside_the_classes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    write_step_folders(tmp_path)
+def test_step_labels_outside_the_classes(
+    step_cli, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    step_cli.write_step_folders(tmp_path)
     bad = tmp_path / "pred" / "0002" / "000000.png"
     write_step_png(bad, np.full((12, 20), 9, np.int32), np.zeros((12, 20), np.int32))
-    code, _ = evaluate_step(tmp_path)
-    assert_user_error(capsys, code, str(bad), "semantic ids", "[9]")
+    code, _ = step_cli.evaluate_step(tmp_path)
+    step_cli.assert_user_error(capsys, code, str(bad), "semantic ids", "[9]")
 
 
 @pytest.mark.parametrize(
@@ -135,20 +103,20 @@ def test_step_labels_outside_the_classes(tmp_path: Path, capsys: pytest.CaptureF
     ],
 )
 def test_step_bad_class_arguments(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: tuple[str, ...], fragment: str
+    step_cli, tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: tuple[str, ...], fragment: str
 ) -> None:
-    write_step_folders(tmp_path)
-    code, _ = evaluate_step(tmp_path, *extra)
-    assert_user_error(capsys, code, fragment)
+    step_cli.write_step_folders(tmp_path)
+    code, _ = step_cli.evaluate_step(tmp_path, *extra)
+    step_cli.assert_user_error(capsys, code, fragment)
 
 
-def test_step_missing_or_empty_folders(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, _ = evaluate_step(tmp_path)
-    assert_user_error(capsys, code, str(tmp_path / "gt"))
+def test_step_missing_or_empty_folders(step_cli, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _ = step_cli.evaluate_step(tmp_path)
+    step_cli.assert_user_error(capsys, code, str(tmp_path / "gt"))
     (tmp_path / "gt" / "0002").mkdir(parents=True)
     (tmp_path / "pred").mkdir()
-    code, _ = evaluate_step(tmp_path)
-    assert_user_error(capsys, code, str(tmp_path / "gt"), "no <seq>/<frame>.png")
+    code, _ = step_cli.evaluate_step(tmp_path)
+    step_cli.assert_user_error(capsys, code, str(tmp_path / "gt"), "no <seq>/<frame>.png")
 
 
 def box(y0: int, x0: int, y1: int, x1: int) -> np.ndarray:
@@ -199,16 +167,16 @@ def test_mots_happy_path(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert code == 0
 
 
-def test_mots_missing_prediction_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_mots_missing_prediction_file(step_cli, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     write_mots_folders(tmp_path)
     missing = tmp_path / "pred" / "MOTS20-05.txt"
     missing.unlink()
     code, output = evaluate_mots_cli(tmp_path)
-    assert_user_error(capsys, code, str(missing))
+    step_cli.assert_user_error(capsys, code, str(missing))
     assert not output.exists()
 
 
-def test_mots_overlapping_predictions(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_mots_overlapping_predictions(step_cli, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     write_mots_folders(tmp_path)
     overlapping = tmp_path / "pred" / "MOTS20-02.txt"
     a = box(0, 0, 4, 4)
@@ -216,17 +184,19 @@ def test_mots_overlapping_predictions(tmp_path: Path, capsys: pytest.CaptureFixt
         overlapping, [MOTSObject(2, 2007, 2, encode_mask(a)), MOTSObject(2, 2008, 2, encode_mask(a))]
     )
     code, _ = evaluate_mots_cli(tmp_path)
-    assert_user_error(capsys, code, str(overlapping), "frame 2", "overlap")
+    step_cli.assert_user_error(capsys, code, str(overlapping), "frame 2", "overlap")
 
 
-def test_mots_malformed_file_and_missing_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_mots_malformed_file_and_missing_folder(
+    step_cli, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     code, _ = evaluate_mots_cli(tmp_path)
-    assert_user_error(capsys, code, str(tmp_path / "gt"))
+    step_cli.assert_user_error(capsys, code, str(tmp_path / "gt"))
     write_mots_folders(tmp_path)
     malformed = tmp_path / "pred" / "MOTS20-02.txt"
     malformed.write_text("1 2001 2 10\n")
     code, _ = evaluate_mots_cli(tmp_path)
-    assert_user_error(capsys, code, str(malformed), "line 1")
+    step_cli.assert_user_error(capsys, code, str(malformed), "line 1")
 
 
 def test_evaluate_without_subcommand(capsys: pytest.CaptureFixture[str]) -> None:
@@ -236,24 +206,24 @@ def test_evaluate_without_subcommand(capsys: pytest.CaptureFixture[str]) -> None
 
 
 def test_step_sequences_selects_ground_truth_sequences(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    step_cli, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    write_step_folders(tmp_path)
-    _, full = evaluate_step(tmp_path)
+    step_cli.write_step_folders(tmp_path)
+    _, full = step_cli.evaluate_step(tmp_path)
     expected = json.loads(full.read_text())["per_sequence"]["0002"]
     for png in (tmp_path / "pred" / "0009").glob("*.png"):  # only the val sequence was predicted
         png.unlink()
-    code, output = evaluate_step(tmp_path, "--dataset", "motchallenge_step", "--sequences", "0002")
+    code, output = step_cli.evaluate_step(tmp_path, "--dataset", "motchallenge_step", "--sequences", "0002")
     assert code == 0
     result = json.loads(output.read_text())
     assert set(result["per_sequence"]) == {"0002"} and result["num_frames"] == 3
     assert result["stq"] == pytest.approx(expected["stq"]) and result["aq"] == pytest.approx(expected["aq"])
-    code, _ = evaluate_step(tmp_path, "--dataset", "motchallenge_step", "--sequences", "0003")
-    assert_user_error(capsys, code, "--sequences", "0003")
+    code, _ = step_cli.evaluate_step(tmp_path, "--dataset", "motchallenge_step", "--sequences", "0003")
+    step_cli.assert_user_error(capsys, code, "--sequences", "0003")
 
 
 def test_mots_sequences_selects_ground_truth_sequences(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    step_cli, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     write_mots_folders(tmp_path)
     (tmp_path / "pred" / "MOTS20-05.txt").unlink()
@@ -263,4 +233,4 @@ def test_mots_sequences_selects_ground_truth_sequences(
     assert set(result["per_sequence"]) == {"MOTS20-02"}
     assert result["combined"]["IDSW"] == 1 and result["combined"]["FP"] == 1
     code, _ = evaluate_mots_cli(tmp_path, "--sequences", "MOTS20-77")
-    assert_user_error(capsys, code, "--sequences", "MOTS20-77")
+    step_cli.assert_user_error(capsys, code, "--sequences", "MOTS20-77")
