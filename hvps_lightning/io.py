@@ -7,6 +7,7 @@ Writers' files appear whole or not at all; readers fail with one-line
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from collections.abc import Iterator
@@ -61,11 +62,13 @@ def atomic_open(path: str | Path, mode: str = "w", **kwargs: Any) -> Iterator[IO
 
 
 def write_json(path: str | Path, obj: Any, indent: int | None = 2) -> None:
-    """Write ``obj`` as JSON to ``path`` atomically (NaN is written as ``null``)."""
+    """Write ``obj`` as JSON to ``path`` atomically (strict JSON: NaN as ``null``, infinity as ``"inf"``)."""
 
     def _clean(value: Any) -> Any:
-        if isinstance(value, float) and value != value:  # NaN -> null, strict JSON
+        if isinstance(value, float) and value != value:
             return None
+        if isinstance(value, float) and value in (math.inf, -math.inf):
+            return "inf" if value > 0 else "-inf"
         if isinstance(value, dict):
             return {str(k): _clean(v) for k, v in value.items()}
         if isinstance(value, (list, tuple)):
@@ -118,7 +121,8 @@ def resolve_config(value: str | Path, option: str = "--config") -> Path:
     wheel as from a checkout; a path that exists always wins.
 
     Raises:
-        HVPSError: ``<option> <value>: ...`` if it is neither a file nor a shipped config.
+        HVPSError: ``<option> <value>: ...`` (``<value>: ...`` without an option) if it is neither
+            a file nor a shipped config.
 
     Example:
         >>> resolve_config("tracker/default").relative_to(CONFIGS_DIR).as_posix()
@@ -131,6 +135,7 @@ def resolve_config(value: str | Path, option: str = "--config") -> Path:
     shipped = CONFIGS_DIR / f"{name}.yaml"
     if not path.is_absolute() and ".." not in Path(name).parts and shipped.is_file():
         return shipped
+    where = f"{option} {value}" if option else str(value)
     if path.exists():
-        raise HVPSError(f"{option} {value}: not a file")
-    raise HVPSError(f"{option} {value}: no such file, and no shipped config of that name (hvps config list)")
+        raise HVPSError(f"{where}: not a file")
+    raise HVPSError(f"{where}: no such file, and no shipped config of that name (hvps config list)")

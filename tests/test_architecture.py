@@ -95,7 +95,7 @@ def test_stricter_rules(folder: str) -> None:
     assert not wrong, "\n".join(wrong)
 
 
-#: the one lazy export: ``hvps_lightning.metrics.STQ`` is the public metric API (DESIGN.md) and
+#: the one lazy export: ``hvps_lightning.metrics.STQ`` is the public metric API (docs/ARCHITECTURE.md) and
 #: needs torchmetrics, while ``hvps evaluate step`` imports the STQ core from the same package
 ALLOWED_HOOKS = {"metrics/__init__.py"}
 

@@ -3,7 +3,7 @@
 ``hvps evaluate step --gt DIR --pred DIR (--dataset NAME | --num-classes N --things I [I ...]
 [--ignore-label L]) --output FILE [--workers N] [--quiet]`` reads ``<seq>/<frame>.png`` from
 both folders, frames matched by name, decoded by a pool of threads and scored in frame order
-(:mod:`hvps_lightning.evaluation.step_folders`), and writes DESIGN.md's JSON. A progress bar
+(:mod:`hvps_lightning.evaluation.step_folders`), and writes the JSON of docs/ARCHITECTURE.md. A progress bar
 (frames/s, ETA) goes to stderr when it is a terminal, unless ``--quiet``.
 
 ``hvps evaluate mots --gt DIR --pred DIR --output FILE [--class-id 2]`` reads ``<seq>.txt``

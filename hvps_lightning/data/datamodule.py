@@ -13,7 +13,7 @@ location, ``root``). ``dataset`` reads another dataset in the stage's label spac
 class maps of :mod:`hvps_lightning.structures.specs` (e.g. ``dataset: mots`` under ``mot_step``:
 MOTS20 pedestrians become persons, everything else void).
 
-Batches follow ARCHITECTURE.md "Batches" exactly (:func:`collate_clips`). Training items
+Batches follow docs/ARCHITECTURE.md "Batches" exactly (:func:`collate_clips`). Training items
 hold ``clips_per_item`` clips of one sequence, so a training batch has ``batch_size *
 clips_per_item`` clips; val/test/predict iterate each sequence's frames in order, one clip
 per item. Datasets are plain map-style datasets: under DDP Lightning adds a shuffling
@@ -53,7 +53,7 @@ Role = Literal["train", "val", "test", "predict"]
 
 
 class ClipCollate:
-    """Batch items (lists of clip dicts) into the ARCHITECTURE.md batch.
+    """Batch items (lists of clip dicts) into the docs/ARCHITECTURE.md batch.
 
     The clips' uint8 frames are normalised straight into the batch tensor (no float copy per
     clip). Clips of different sizes (native-size KITTI frames differ by a few pixels) are padded at

@@ -4,7 +4,7 @@ A **clip** is the target frame and its temporal neighbours: by default the ``cli
 previous frames (``clip_mode="previous"``, target last), or a window centred on the target
 (``clip_mode="centred"``). Windows are clamped to the sequence, so a sequence start repeats
 the first frame: target 0 -> ``[f0, f0, f0]``, target 1 -> ``[f0, f0, f1]``. Only the target
-frame carries labels (ARCHITECTURE.md "Batches").
+frame carries labels (docs/ARCHITECTURE.md "Batches").
 
 An item is a list of ``clips_per_item`` clips of one sequence: the first targets frame
 ``index``, the others a random frame ``clip_gap`` frames away (so the embedding loss sees
@@ -242,7 +242,7 @@ class ClipDataset(Dataset):
     ``dataset[i]`` is a list of ``clips_per_item`` clip dicts; the first clip targets the
     ``i``-th frame of the index (sequences in order, frames in order). A clip dict holds
     ``frames`` uint8 (T, H, W, 3) RGB (the collate function normalises them straight into the
-    batch's float32 (B, T, 3, H, W)), ``target`` (ARCHITECTURE.md target dict),
+    batch's float32 (B, T, 3, H, W)), ``target`` (docs/ARCHITECTURE.md target dict),
     ``meta`` (``sequence``, ``frame``, ``frame_index``, ``orig_size``, ``image_path``) and
     ``target_index``. :func:`hvps_lightning.data.datamodule.collate_clips` batches items.
 

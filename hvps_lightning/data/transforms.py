@@ -348,7 +348,7 @@ def panoptic_targets(
     identity_base: int = 0,
     labelled: bool = True,
 ) -> dict[str, torch.Tensor]:
-    """Build the target dict of one frame (ARCHITECTURE.md "Batches") from its panoptic map.
+    """Build the target dict of one frame (docs/ARCHITECTURE.md "Batches") from its panoptic map.
 
     Instances are the thing-class segments with an instance id > 0 (instance 0 of a thing
     class is crowd: no instance, but its pixels keep their class in ``semantic``). They are

@@ -185,7 +185,7 @@ def evaluate_step_folders(
         progress: called as ``progress(frames_done, frames_total)`` after every frame.
 
     Returns:
-        DESIGN.md's dict: ``stq``, ``aq``, ``sq``, ``iou_per_class``, ``per_sequence``, ``num_frames``.
+        ``stq``, ``aq``, ``sq``, ``iou_per_class``, ``per_sequence``, ``num_frames``.
 
     Raises:
         HVPSError: naming the file: a missing folder or prediction frame, an unreadable PNG,

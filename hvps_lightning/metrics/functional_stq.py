@@ -2,7 +2,7 @@
 
 STQ = sqrt(AQ * IoU). This module reproduces the behaviour of the STEP reference
 implementation (deeplab2 ``evaluation/numpy/segmentation_and_tracking_quality.py``), including
-its quirks (DESIGN.md section 5):
+its quirks (docs/ARCHITECTURE.md "Metrics, exactly"):
 
 * Per sequence it keeps a semantic confusion matrix (rows ground truth, columns prediction,
   the ignore label as one extra "void" index), the areas of ground-truth tubes and predicted
@@ -824,7 +824,7 @@ def format_stq_result(
     class_names: Sequence[str],
     num_frames: int,
 ) -> dict[str, Any]:
-    """The dict of DESIGN.md section 3 (plus ``num_frames``) from an :class:`STQResult`.
+    """The dict of docs/ARCHITECTURE.md "Metrics, exactly" (plus ``num_frames``) from an :class:`STQResult`.
 
     ``iou_per_class`` names the real classes only; the void column (predicted void on valid
     ground truth) is not a class but still counts in ``sq`` as the reference does.
@@ -967,7 +967,7 @@ class STQAccumulator:
         return sum(self._frames)
 
     def compute(self) -> dict[str, Any]:
-        """``stq``, ``aq``, ``sq``, ``iou_per_class``, ``per_sequence`` and ``num_frames`` (DESIGN.md)."""
+        """``stq``, ``aq``, ``sq``, ``iou_per_class``, ``per_sequence`` and ``num_frames``."""
         order = sorted_sequence_ids(list(self._index))
         position = np.zeros(len(order), dtype=np.int64)
         for rank, sequence_id in enumerate(order):

@@ -1,7 +1,7 @@
 """MOTS metrics (sMOTSA, MOTSA, MOTSP, IDF1, HOTA) as the official MOTSChallenge evaluation.
 
 The semantics are TrackEval's (MOTSChallenge dataset, CLEAR, Identity and HOTA metrics), on
-MOTS txt data (DESIGN.md section 3).
+MOTS txt data (docs/ARCHITECTURE.md "Metrics, exactly").
 
 Per sequence and frame:
 
@@ -29,7 +29,7 @@ combined numbers.
 Libraries: mask IoUs come from pycocotools (``mask.iou`` on the RLEs, no decoding); IDF1 is
 motmetrics' identity assignment (``MOTAccumulator`` fed with 1 - IoU for IoU >= 0.5). The
 CLEAR matching is written here because motmetrics re-establishes the *last-ever* match of a
-ground-truth id before its Hungarian step, whereas TrackEval (and DESIGN.md) prefer only the
+ground-truth id before its Hungarian step, whereas TrackEval (and docs/ARCHITECTURE.md) prefer only the
 match of the previous frame; the two differ on ties after a frame in which the ground truth
 went unmatched. motmetrics has no HOTA.
 

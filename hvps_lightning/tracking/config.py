@@ -309,7 +309,7 @@ class TrackerConfig:
         Raises:
             HVPSError: naming the file if it is missing, not YAML, or holds bad parameters.
         """
-        path = resolve_config(path, "tracker config")
+        path = resolve_config(path, option="")
         text = read_text_file(
             path, missing="tracker config not found", unreadable="unreadable tracker config"
         )

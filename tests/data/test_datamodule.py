@@ -1,4 +1,4 @@
-"""HVPSDataModule: one batch per stage (the ARCHITECTURE.md contract), ordering, workers, config."""
+"""HVPSDataModule: one batch per stage (the docs/ARCHITECTURE.md contract), ordering, workers, config."""
 
 from __future__ import annotations
 

@@ -15,14 +15,10 @@ import yaml
 from wandb_offline import find_offline_runs, read_offline_run
 
 from hvps_lightning.cli import main
-from hvps_lightning.cli.pipeline import experiments_dir
 from hvps_lightning.lightning.cli import run_lightning_cli
 
-EXPERIMENTS = experiments_dir()
-SEMANTIC = ["--config", str(EXPERIMENTS / "stages/mot_step/semantic.yaml"),
-            "--config", str(EXPERIMENTS / "demo/semantic.yaml")]  # fmt: skip
-MOTS = ["--config", str(EXPERIMENTS / "stages/mot_step/mots.yaml"),
-        "--config", str(EXPERIMENTS / "demo/mots.yaml")]  # fmt: skip
+SEMANTIC = ["--config", "stages/mot_step/semantic", "--config", "demo/semantic"]
+MOTS = ["--config", "stages/mot_step/mots", "--config", "demo/mots"]
 CPU = ["--trainer.accelerator", "cpu", "--trainer.enable_progress_bar", "false",
        "--data.init_args.num_workers", "0"]  # fmt: skip
 

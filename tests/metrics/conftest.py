@@ -1,4 +1,5 @@
-"""Shared helpers of the metric tests: a slow, obviously correct STQ written from DESIGN.md section 5,
+"""Shared helpers of the metric tests: a slow, obviously correct STQ written from the definition in
+docs/ARCHITECTURE.md "Metrics, exactly",
 and small STEP folders for ``hvps evaluate step``."""
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ Frame = tuple[Any, np.ndarray, np.ndarray]  # (sequence id, target (H, W, 2), pr
 def slow_reference_stq(
     frames: Sequence[Frame], num_classes: int, things: Sequence[int], ignore_label: int
 ) -> dict[str, Any]:
-    """STQ pixel by pixel with dicts, one rule of DESIGN.md section 5 per line."""
+    """STQ pixel by pixel with dicts, one rule of docs/ARCHITECTURE.md "Metrics, exactly" per line."""
     void = num_classes if ignore_label >= num_classes else ignore_label
     size = num_classes + 1 if ignore_label >= num_classes else num_classes
     confusion: dict[Any, dict[tuple[int, int], int]] = defaultdict(lambda: defaultdict(int))

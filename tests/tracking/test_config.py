@@ -89,7 +89,7 @@ def test_bad_values_are_clear_errors(values: dict, message: str) -> None:
 
 def test_yaml_errors_name_the_file(tmp_path: Path) -> None:
     missing = tmp_path / "missing.yaml"
-    with pytest.raises(HVPSError, match=r"missing\.yaml: tracker config not found"):
+    with pytest.raises(HVPSError, match=r"missing\.yaml: no such file, and no shipped config"):
         TrackerConfig.from_yaml(missing)
     broken = tmp_path / "broken.yaml"
     broken.write_text("min_hits: [1,\n")

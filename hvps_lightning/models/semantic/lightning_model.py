@@ -1,6 +1,6 @@
 """``SemanticModule``: the semantic segmenter of HVPS (the EfficientPS role) as a Lightning task.
 
-It reads the target frame of each clip (``frames[:, target_index]``, see ARCHITECTURE.md
+It reads the target frame of each clip (``frames[:, target_index]``, see docs/ARCHITECTURE.md
 "Batches"), trains with cross-entropy that skips the ignore label (optionally plus smp's Lovasz
 and Dice losses), and logs mIoU and per-class IoU (torchmetrics ``JaccardIndex``) per epoch as
 ``val/miou`` and ``val/iou/<class>``. ``predict_step`` returns ``[(sequence, frame, semantic

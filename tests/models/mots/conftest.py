@@ -1,6 +1,6 @@
 """Fixtures of the MOTS model tests: tiny network settings and hand-made batches.
 
-The batches follow ARCHITECTURE.md "Batches": ``frames`` (B, T, 3, H, W) normalised,
+The batches follow docs/ARCHITECTURE.md "Batches": ``frames`` (B, T, 3, H, W) normalised,
 ``target_index``, per-clip ``targets`` (boxes, labels as spec ids, masks, track_ids,
 identities, semantic, panoptic) and ``meta``. Objects are coloured rectangles that move a
 few pixels per frame; an identity keeps its colour, so embeddings can learn it.

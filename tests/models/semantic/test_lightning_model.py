@@ -22,7 +22,7 @@ TINY = {"fpn_channels": 16, "head_channels": 8}
 def make_batch(
     batch_size: int = 2, clip: int = 2, height: int = 32, width: int = 48, num_classes: int = 7, seed: int = 0
 ) -> dict:
-    """A collated batch as ARCHITECTURE.md "Batches" describes (only what SemanticModule reads)."""
+    """A collated batch as docs/ARCHITECTURE.md "Batches" describes (only what SemanticModule reads)."""
     g = torch.Generator().manual_seed(seed)
     semantic = torch.randint(0, num_classes, (batch_size, height, width), generator=g)
     semantic[:, :2] = 255
