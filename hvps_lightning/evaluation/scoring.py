@@ -29,7 +29,8 @@ from hvps_lightning.evaluation.ground_truth import GroundTruth
 from hvps_lightning.evaluation.semantic import SemanticSource
 from hvps_lightning.formats.mots_txt import MOTSObject
 from hvps_lightning.formats.tracked import mots_objects
-from hvps_lightning.metrics.functional_stq import STQAccumulator, STQLabelSpace
+from hvps_lightning.metrics.functional_stq import STQAccumulator
+from hvps_lightning.metrics.stq_inputs import STQLabelSpace
 from hvps_lightning.panoptic.fusion import DEFAULT_UNCOVERED, UNCOVERED_RULES, fuse_panoptic
 from hvps_lightning.structures.detections import FrameDetections, TrackedObject
 from hvps_lightning.structures.panoptic import PanopticFrame

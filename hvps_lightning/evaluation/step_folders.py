@@ -26,7 +26,8 @@ import numpy as np
 
 from hvps_lightning.errors import HVPSError, file_error
 from hvps_lightning.formats.step_png import STEP_LABEL_DIVISOR, read_step_panoptic
-from hvps_lightning.metrics.functional_stq import STQAccumulator, STQInputError, STQLabelSpace
+from hvps_lightning.metrics.functional_stq import STQAccumulator
+from hvps_lightning.metrics.stq_inputs import STQInputError, STQLabelSpace
 
 #: frames decoded ahead of the metric per decoder thread (bounds memory: 8 MB per 1080p PNG).
 FRAMES_AHEAD_PER_WORKER = 2

@@ -14,8 +14,8 @@ from typing import Any
 _EXPORTS = {
     "STQ": "stq",
     "STQAccumulator": "functional_stq",
-    "STQInputError": "functional_stq",
-    "STQLabelSpace": "functional_stq",
+    "STQInputError": "stq_inputs",
+    "STQLabelSpace": "stq_inputs",
     "STQResult": "functional_stq",
     "segmentation_and_tracking_quality": "functional_stq",
     "sequence_key": "stq",

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from hvps_lightning.metrics.functional_stq import (
+from hvps_lightning.metrics.stq_inputs import (
     LabelMaps,
     STQInputError,
     STQLabelSpace,

@@ -46,7 +46,6 @@ from torchmetrics.utilities.distributed import gather_all_tensors
 
 from hvps_lightning.metrics.functional_stq import (
     SequenceId,
-    STQLabelSpace,
     batch_size_of,
     check_sequence_id,
     format_stq_result,
@@ -56,6 +55,7 @@ from hvps_lightning.metrics.functional_stq import (
     stq_batch_statistics,
     stq_from_statistics,
 )
+from hvps_lightning.metrics.stq_inputs import STQLabelSpace
 
 __all__ = ["STQ", "format_stq_result", "segmentation_and_tracking_quality", "sequence_key"]
 

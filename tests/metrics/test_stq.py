@@ -12,14 +12,9 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hvps_lightning.metrics import (
-    STQ,
-    STQInputError,
-    functional_stq,
-    segmentation_and_tracking_quality,
-    sequence_key,
-)
-from hvps_lightning.metrics.functional_stq import STQLabelSpace, stq_batch_statistics
+from hvps_lightning.metrics import STQ, functional_stq, segmentation_and_tracking_quality, sequence_key
+from hvps_lightning.metrics.functional_stq import stq_batch_statistics
+from hvps_lightning.metrics.stq_inputs import STQInputError, STQLabelSpace
 
 CASES = json.loads((Path(__file__).parents[1] / "data" / "stq_published_cases.json").read_text())["cases"]
 

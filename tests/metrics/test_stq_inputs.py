@@ -23,8 +23,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch.overrides import TorchFunctionMode
 
-from hvps_lightning.metrics import STQ, STQAccumulator, STQInputError, functional_stq
-from hvps_lightning.metrics.functional_stq import STQLabelSpace, stq_batch_statistics
+from hvps_lightning.metrics import STQ, STQAccumulator, functional_stq
+from hvps_lightning.metrics.functional_stq import stq_batch_statistics
+from hvps_lightning.metrics.stq_inputs import STQInputError, STQLabelSpace
 
 CASES = json.loads((Path(__file__).parents[1] / "data" / "stq_published_cases.json").read_text())["cases"]
 

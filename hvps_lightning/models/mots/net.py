@@ -12,7 +12,7 @@ head, a two-convolution RPN head). What torchvision lacks is written here or bes
 * :class:`BatchOnlyTransform`: the DataModule owns resizing and normalisation, so
   torchvision's ``GeneralizedRCNNTransform`` is reduced to batching; outputs are mapped
   back to each frame's original size.
-* streaming inference over a sequence (:mod:`.streaming`).
+* the pieces streaming inference over a sequence uses (:mod:`.streaming`).
 
 Building the network loads no weights; the task's start-weights loader does
 (:mod:`.weights`). Module names follow torchvision's ``MaskRCNN`` (``backbone``, ``rpn``,
@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import torch
@@ -53,7 +53,6 @@ from hvps_lightning.errors import HVPSError
 from hvps_lightning.models.mots.attention import TemporalAttention
 from hvps_lightning.models.mots.heads import Detections, EmbeddingHead, MOTSRoIHeads, SpatialAttention
 from hvps_lightning.models.mots.losses import IdentityClassifier
-from hvps_lightning.models.mots.streaming import StreamingMOTS
 from hvps_lightning.models.net_config import constructor_arguments
 
 Backbone = Literal["resnet18", "resnet34", "resnet50", "resnet101"]
@@ -435,25 +434,6 @@ class MOTSNet(nn.Module):
             "masks": target["masks"][keep],
             "identities": target["identities"].long()[keep],
         }
-
-    # Streaming -------------------------------------------------------------------------------
-    def stream(
-        self,
-        frames: Iterable[Tensor],
-        orig_size: tuple[int, int] | None = None,
-        target_index: int | None = None,
-    ) -> Iterator[Detections]:
-        """Detections of each frame of a sequence, in order, with one backbone pass per frame.
-
-        See :class:`~hvps_lightning.models.mots.StreamingMOTS` (a centred window yields each
-        frame's detections once its following frames have arrived, the last ones at the end).
-        """
-        streamer = StreamingMOTS(self, target_index=target_index)
-        for frame in frames:
-            for _, det in streamer.push(frame, orig_size):
-                yield det
-        for _, det in streamer.flush():
-            yield det
 
 
 def build_resnet_fpn(

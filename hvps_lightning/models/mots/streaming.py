@@ -9,17 +9,15 @@ one backbone pass, one reduction, the fusion of the window and the heads.
 from __future__ import annotations
 
 from collections import OrderedDict, deque
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from hvps_lightning.models.mots.heads import Detections
-
-if TYPE_CHECKING:
-    from hvps_lightning.models.mots.net import MOTSNet
+from hvps_lightning.models.mots.net import MOTSNet
 
 
 @dataclass(frozen=True)
@@ -141,3 +139,22 @@ class StreamingMOTS:
         detections = self.net.detect(fused, self._image_size, None, sizes)
         assert isinstance(detections, list)
         return meta, detections[0]
+
+
+def stream(
+    net: MOTSNet,
+    frames: Iterable[Tensor],
+    orig_size: tuple[int, int] | None = None,
+    target_index: int | None = None,
+) -> Iterator[Detections]:
+    """Detections of each frame of a sequence, in order, with one backbone pass per frame.
+
+    See :class:`StreamingMOTS` (a centred window yields each frame's detections once its
+    following frames have arrived, the last ones at the end).
+    """
+    streamer = StreamingMOTS(net, target_index=target_index)
+    for frame in frames:
+        for _, det in streamer.push(frame, orig_size):
+            yield det
+    for _, det in streamer.flush():
+        yield det

@@ -7,6 +7,7 @@ import torch
 
 from hvps_lightning.errors import HVPSError
 from hvps_lightning.models.mots import BatchOnlyTransform, MOTSNet, StreamingMOTS
+from hvps_lightning.models.mots.streaming import stream
 
 COMBINATIONS = [(True, True), (True, False), (False, True), (False, False)]
 
@@ -116,7 +117,7 @@ def test_streaming_equals_clip_inference(make_net: Callable, target_index: int) 
         torch.nn.init.normal_(module.logits.weight, std=1.0)
     torch.manual_seed(1)
     frames = torch.randn(5, 3, 64, 96)
-    streamed = list(net.stream(frames, orig_size=(96, 144), target_index=target_index))
+    streamed = list(stream(net, frames, orig_size=(96, 144), target_index=target_index))
     assert len(streamed) == 5
     after = 2 - target_index
     for t in range(5):
