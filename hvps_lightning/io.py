@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -139,3 +140,26 @@ def resolve_config(value: str | Path, option: str = "--config") -> Path:
     if path.exists():
         raise HVPSError(f"{where}: not a file")
     raise HVPSError(f"{where}: no such file, and no shipped config of that name (hvps config list)")
+
+
+#: a name read from a file that becomes part of a path: no separator, no "..", not hidden
+_PLAIN_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
+
+
+def plain_name(name: Any, what: str) -> str:
+    """Return ``name`` if it is a plain file or folder name, else raise.
+
+    Sequence and frame names read from caches, manifests and submissions decide where outputs
+    are written; a name with a separator, ``..`` or a leading dot could write outside ``--out``.
+
+    Raises:
+        HVPSError: ``<what> <name!r> is not a plain name (...)``.
+
+    Example:
+        >>> plain_name("000001", "frame")
+        '000001'
+    """
+    text = str(name)
+    if not _PLAIN_NAME.match(text) or ".." in text:
+        raise HVPSError(f"{what} {text!r} is not a plain name (letters, digits, _ . -; no separator or '..')")
+    return text

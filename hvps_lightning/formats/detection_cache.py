@@ -11,9 +11,14 @@ Tracking, sweeps and benchmarks run on the cache, never on the network. Per sequ
 * ``<seq>.json``: ``format``, ``version``, ``sequence``, ``frames`` (names, in order),
   ``image_sizes`` ([H, W] per frame), ``counts`` (detections per frame), ``masks`` (the
   compressed RLE ``counts`` string of each detection, in row order; a mask's size is its
-  frame's image size), ``embedding_dim``, ``arrays_sha256`` (of the npz, so a json and an
-  npz from different runs are not mixed up) and ``metadata`` (the model class, hparams,
-  checkpoint, dataset... that produced the detections).
+  frame's image size), ``embedding_dim``, ``sha256`` (of the npz bytes and of this document
+  without the checksum, so neither file can be edited or swapped for another run's unnoticed)
+  and ``metadata`` (the model class, hparams, checkpoint, dataset... that produced the
+  detections). Version 1 caches (a checksum of the npz only) still load.
+
+Everything read is checked before use: sequence and frame names are plain names (they become
+output paths), frame names are unique, image sizes are positive and below 65536 a side, and
+every RLE decodes to exactly its frame's size (a malformed RLE makes pycocotools loop or crash).
 
 Both files are written under a temporary name and renamed; the json is written last and
 marks a complete sequence. Loading runs no code (no pickle), and any missing or malformed
@@ -23,6 +28,7 @@ not stored.
 Example:
     >>> import tempfile
     >>> from hvps_lightning.structures.detections import FrameDetections
+from hvps_lightning.structures.masks import check_rle
     >>> root = tempfile.mkdtemp()
     >>> _ = write_detection_cache(root, "0002", [FrameDetections.empty("000000", (4, 6))], {"model": "x"})
     >>> frames, metadata = read_detection_cache(root, "0002")
@@ -34,8 +40,8 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import math
-import re
 import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -44,27 +50,24 @@ from typing import Any
 import numpy as np
 
 from hvps_lightning.errors import HVPSError, file_error
-from hvps_lightning.io import atomic_path, read_json_file, write_json
+from hvps_lightning.io import atomic_path, plain_name, read_json_file, write_json
 from hvps_lightning.structures.detections import FrameDetections
+from hvps_lightning.structures.masks import check_rle
 
 CACHE_FORMAT = "hvps-detection-cache"
-CACHE_VERSION = 1
+CACHE_VERSION = 2
+#: versions read (1: checksum of the npz only)
+READABLE_VERSIONS = (1, 2)
+#: largest image side a cache may declare (RLE run lengths and pycocotools' sizes are 32-bit)
+MAX_IMAGE_SIDE = 65535
 _ARRAYS = ("boxes", "scores", "labels", "embeddings", "frame_offsets")
 _OPTIONAL_ARRAYS = ("camera_motion",)
-_SEQUENCE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
-
-
-def _check_sequence_name(sequence: str) -> str:
-    sequence = str(sequence)
-    if not _SEQUENCE_NAME.match(sequence):
-        raise HVPSError(f"sequence name {sequence!r} is not a valid file stem (letters, digits, _ . -)")
-    return sequence
 
 
 def cache_paths(directory: str | Path, sequence: str) -> tuple[Path, Path]:
     """Return the ``(<seq>.npz, <seq>.json)`` paths of a sequence in a cache directory."""
     directory = Path(directory)
-    sequence = _check_sequence_name(sequence)
+    sequence = plain_name(sequence, "sequence name")
     return directory / f"{sequence}.npz", directory / f"{sequence}.json"
 
 
@@ -134,7 +137,7 @@ def write_detection_cache(
             if isinstance(counts_value, bytes):
                 counts_value = counts_value.decode("ascii")
             rle_counts.append(str(counts_value))
-        names.append(str(frame.frame))
+        names.append(plain_name(frame.frame, f"sequence {sequence}: frame name"))
         sizes.append(list(size))
         counts.append(len(frame))
     if len(set(names)) != len(names):
@@ -151,26 +154,29 @@ def write_detection_cache(
         if any(m is None for m in motions):
             raise HVPSError(f"sequence {sequence}: camera_motion is set for some frames only (all or none)")
         arrays["camera_motion"] = np.stack([np.asarray(m, np.float64) for m in motions]).reshape(-1, 2, 3)
+    document = {
+        "format": CACHE_FORMAT,
+        "version": CACHE_VERSION,
+        "sequence": sequence,
+        "frames": names,
+        "image_sizes": sizes,
+        "counts": counts,
+        "embedding_dim": dim,
+        "masks": rle_counts,
+        "metadata": json_safe(metadata or {}),
+    }
     with atomic_path(npz_path) as tmp:
         np.savez(tmp, **arrays)
-        digest = hashlib.sha256(tmp.read_bytes()).hexdigest()
-    write_json(
-        json_path,
-        {
-            "format": CACHE_FORMAT,
-            "version": CACHE_VERSION,
-            "sequence": sequence,
-            "frames": names,
-            "image_sizes": sizes,
-            "counts": counts,
-            "embedding_dim": dim,
-            "masks": rle_counts,
-            "arrays_sha256": digest,
-            "metadata": json_safe(metadata or {}),
-        },
-        indent=None,
-    )
+        document["sha256"] = _checksum(tmp.read_bytes(), document)
+    write_json(json_path, document, indent=None)
     return npz_path, json_path
+
+
+def _checksum(npz_bytes: bytes, document: Mapping[str, Any]) -> str:
+    # the npz bytes, then the document without its checksum in one canonical JSON form
+    fields = {k: v for k, v in document.items() if k not in ("sha256", "arrays_sha256")}
+    canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(npz_bytes + canonical.encode("ascii")).hexdigest()
 
 
 def _stack(parts: list[np.ndarray], empty_shape: tuple[int, ...], dtype: type) -> np.ndarray:
@@ -198,7 +204,7 @@ def list_cached_sequences(directory: str | Path) -> list[str]:
     directory = Path(directory)
     if not directory.is_dir():
         raise file_error(directory, "detection cache directory not found")
-    return sorted(p.stem for p in directory.glob("*.json") if _SEQUENCE_NAME.match(p.stem))
+    return sorted(p.stem for p in directory.glob("*.json") if _is_plain(p.stem))
 
 
 def read_cache_metadata(directory: str | Path, sequence: str) -> dict[str, Any]:
@@ -215,10 +221,13 @@ def read_cache_metadata(directory: str | Path, sequence: str) -> dict[str, Any]:
     )
     if not isinstance(document, dict) or document.get("format") != CACHE_FORMAT:
         raise file_error(json_path, f"not a detection cache (format is not {CACHE_FORMAT!r})")
-    if document.get("version") != CACHE_VERSION:
-        version = document.get("version")
-        raise file_error(json_path, f"detection cache version {version!r}, expected {CACHE_VERSION}")
-    required = ("frames", "image_sizes", "counts", "masks", "embedding_dim", "arrays_sha256")
+    version = document.get("version")
+    if version not in READABLE_VERSIONS:
+        raise file_error(
+            json_path, f"detection cache version {version!r}, expected one of {READABLE_VERSIONS}"
+        )
+    digest_key = "arrays_sha256" if version == 1 else "sha256"
+    required = ("frames", "image_sizes", "counts", "masks", "embedding_dim", digest_key)
     missing = [k for k in required if k not in document]
     if missing:
         raise file_error(json_path, f"missing keys {', '.join(missing)}")
@@ -226,14 +235,28 @@ def read_cache_metadata(directory: str | Path, sequence: str) -> dict[str, Any]:
     lists_ok = all(isinstance(v, list) for v in (frames, sizes, counts, masks))
     if not lists_ok or not (len(frames) == len(sizes) == len(counts)):
         raise file_error(json_path, "frames, image_sizes and counts must be lists of one length")
-    try:
-        total = sum(int(c) for c in counts)
-        if any(int(c) < 0 for c in counts) or any(len(s) != 2 for s in sizes):
-            raise ValueError
-    except (TypeError, ValueError):
-        raise file_error(json_path, "counts must be non-negative integers and image sizes [H, W]") from None
+    if not all(type(c) is int and c >= 0 for c in counts):
+        raise file_error(json_path, "counts must be non-negative integers")
+    total = sum(counts)
+    for name, size in zip(frames, sizes, strict=True):
+        if not (isinstance(size, list) and len(size) == 2 and all(type(v) is int for v in size)):
+            raise file_error(json_path, f"frame {name!r}: image size must be [H, W] integers, got {size!r}")
+        if not all(1 <= v <= MAX_IMAGE_SIDE for v in size):
+            raise file_error(
+                json_path, f"frame {name!r}: image size {size} outside 1..{MAX_IMAGE_SIDE} a side"
+            )
+    for name in frames:
+        try:
+            plain_name(name, "frame name")
+        except HVPSError as exc:
+            raise file_error(json_path, str(exc)) from None
+    if len(set(frames)) != len(frames):
+        repeated = next(name for name in frames if frames.count(name) > 1)
+        raise file_error(json_path, f"frame {repeated!r} appears more than once")
     if len(masks) != total or not all(isinstance(m, str) for m in masks):
         raise file_error(json_path, f"{len(masks)} mask strings for {total} detections")
+    if type(document["embedding_dim"]) is not int or document["embedding_dim"] < 0:
+        raise file_error(json_path, "embedding_dim must be a non-negative integer")
     return document
 
 
@@ -253,8 +276,14 @@ def read_detection_cache(
         raise file_error(npz_path, "detection arrays not found (the json exists)") from None
     except OSError as exc:
         raise file_error(npz_path, f"unreadable ({exc})") from None
-    if hashlib.sha256(raw).hexdigest() != document["arrays_sha256"]:
-        raise file_error(npz_path, f"does not belong to {json_path.name} (checksum differs)")
+    if document["version"] == 1:
+        intact = hashlib.sha256(raw).hexdigest() == document["arrays_sha256"]
+    else:
+        intact = _checksum(raw, document) == document["sha256"]
+    if not intact:
+        raise file_error(
+            npz_path, f"does not match {json_path.name} (checksum differs: edited, or from another run)"
+        )
     arrays = _load_arrays(npz_path, raw)
     counts = [int(c) for c in document["counts"]]
     total = sum(counts)
@@ -280,18 +309,22 @@ def read_detection_cache(
     for index, (name, size) in enumerate(zip(document["frames"], document["image_sizes"], strict=True)):
         start, stop = int(offsets[index]), int(offsets[index + 1])
         height, width = int(size[0]), int(size[1])
-        frames.append(
-            FrameDetections(
-                frame=str(name),
-                boxes=arrays["boxes"][start:stop],
-                scores=arrays["scores"][start:stop],
-                labels=arrays["labels"][start:stop],
-                masks=[{"size": [height, width], "counts": c} for c in masks[start:stop]],
-                embeddings=arrays["embeddings"][start:stop],
-                image_size=(height, width),
-                camera_motion=None if motion is None else motion[index],
-            )
+        for row, counts_text in enumerate(masks[start:stop]):
+            problem = check_rle({"size": [height, width], "counts": counts_text})
+            if problem is not None:
+                raise file_error(json_path, f"frame {name}: mask {row}: {problem}")
+        frame = FrameDetections(
+            frame=str(name),
+            boxes=arrays["boxes"][start:stop],
+            scores=arrays["scores"][start:stop],
+            labels=arrays["labels"][start:stop],
+            masks=[{"size": [height, width], "counts": c} for c in masks[start:stop]],
+            embeddings=arrays["embeddings"][start:stop],
+            image_size=(height, width),
+            camera_motion=None if motion is None else motion[index],
         )
+        frame.validate(str(npz_path))
+        frames.append(frame)
     metadata = document.get("metadata") or {}
     return frames, metadata if isinstance(metadata, dict) else {"metadata": metadata}
 
@@ -322,3 +355,11 @@ def read_detection_cache_dir(
     if not names:
         raise file_error(directory, "no cached sequences (no <seq>.json files)")
     return {name: read_detection_cache(directory, name) for name in names}
+
+
+def _is_plain(name: str) -> bool:
+    try:
+        plain_name(name, "sequence")
+    except HVPSError:
+        return False
+    return True

@@ -70,7 +70,7 @@ def test_invalid_inputs_are_refused(tmp_path: Path, easy_detections: list) -> No
     )
     with pytest.raises(HVPSError, match="sequence s: frame 000000: 5 boxes but scores=1"):
         write_detection_cache(tmp_path, "s", [bad])
-    with pytest.raises(HVPSError, match="not a valid file stem"):
+    with pytest.raises(HVPSError, match="not a plain name"):
         write_detection_cache(tmp_path, "../escape", [])
     with pytest.raises(HVPSError, match="repeated frame names"):
         write_detection_cache(tmp_path, "s", [easy_detections[0], easy_detections[0]])
@@ -84,7 +84,7 @@ def test_invalid_inputs_are_refused(tmp_path: Path, easy_detections: list) -> No
         (lambda npz, js: npz.unlink(), "0002.npz: detection arrays not found"),
         (lambda npz, js: js.write_text("{not json"), "0002.json: not a readable detection cache json"),
         (lambda npz, js: js.write_text('{"format": "other"}'), "not a detection cache"),
-        (lambda npz, js: npz.write_bytes(npz.read_bytes()[:100]), "0002.npz: does not belong to 0002.json"),
+        (lambda npz, js: npz.write_bytes(npz.read_bytes()[:100]), "0002.npz: does not match 0002.json"),
         (lambda npz, js: _rewrite_json(js, counts=[1, 2]), "frames, image_sizes and counts must be lists"),
         (lambda npz, js: _rewrite_json(js, masks=[]), "mask strings for"),
         (lambda npz, js: _rewrite_json(js, version=99), "detection cache version 99"),
@@ -103,18 +103,28 @@ def _rewrite_json(path: Path, **changes: object) -> None:
     path.write_text(json.dumps(document))
 
 
+def _reseal(npz: Path, js: Path, **changes: object) -> None:
+    """Change the json and recompute the checksum, as a forger (or a buggy tool) would."""
+    from hvps_lightning.formats.detection_cache import _checksum
+
+    document = json.loads(js.read_text())
+    document.update(changes)
+    document["sha256"] = _checksum(npz.read_bytes(), document)
+    js.write_text(json.dumps(document))
+
+
 def test_pickled_arrays_and_wrong_shapes_are_refused(tmp_path: Path, easy_detections: list) -> None:
     npz, js = write_detection_cache(tmp_path, "0002", easy_detections[:2])
     with np.load(npz) as data:
         arrays = {k: data[k] for k in data.files}
     arrays["boxes"] = np.array([object()] * 3, dtype=object)
     np.savez(npz, **arrays)
-    _rewrite_json(js, arrays_sha256=__import__("hashlib").sha256(npz.read_bytes()).hexdigest())
+    _reseal(npz, js)
     with pytest.raises(HVPSError, match=r"0002\.npz: not a readable npz"):
         read_detection_cache(tmp_path, "0002")
     arrays["boxes"] = np.zeros((1, 4), np.float32)
     np.savez(npz, **arrays)
-    _rewrite_json(js, arrays_sha256=__import__("hashlib").sha256(npz.read_bytes()).hexdigest())
+    _reseal(npz, js)
     with pytest.raises(HVPSError, match="boxes has shape"):
         read_detection_cache(tmp_path, "0002")
 
@@ -204,7 +214,7 @@ def test_damaged_camera_motion_names_the_file(tmp_path: Path, easy_detections: l
         arrays = {k: data[k] for k in data.files}
     arrays["camera_motion"] = np.zeros((3, 2, 3))
     np.savez(npz, **arrays)
-    _rewrite_json(js, arrays_sha256=__import__("hashlib").sha256(npz.read_bytes()).hexdigest())
+    _reseal(npz, js)
     with pytest.raises(HVPSError, match=r"0002\.npz: camera_motion has shape \(3, 2, 3\)"):
         read_detection_cache(tmp_path, "0002")
 
@@ -240,3 +250,62 @@ def test_detection_cache_writer_can_store_camera_motion(tmp_path: Path, easy_det
     shifts = [f.camera_motion[:, 2] for f in loaded]
     np.testing.assert_allclose(shifts[0], [0.0, 0.0])
     np.testing.assert_allclose(np.array(shifts[1:]), [[-3.0, 0.0]] * 3, atol=0.3)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"frames": ["../../escape", "000001"]}, r"0002\.json: frame name '\.\./\.\./escape' is not a plain"),
+        ({"frames": ["/etc/passwd", "000001"]}, "is not a plain name"),
+        ({"frames": ["000001", "000001"]}, "frame '000001' appears more than once"),
+        ({"image_sizes": [[10**9, 10**9], [64, 64]]}, r"size \[1000000000, 1000000000\] outside 1\.\.65535"),
+        ({"image_sizes": [[0, 64], [64, 64]]}, "outside 1..65535"),
+        ({"image_sizes": [["64", 64], [64, 64]]}, "image size must be \\[H, W\\] integers"),
+        ({"counts": [1.5, 1]}, "counts must be non-negative integers"),
+        ({"embedding_dim": -1}, "embedding_dim must be"),
+    ],
+)
+def test_cache_json_is_validated_before_use(
+    tmp_path: Path, easy_detections: list, changes: dict, message: str
+) -> None:
+    npz, js = write_detection_cache(tmp_path, "0002", easy_detections[:2])
+    _reseal(npz, js, **changes)
+    with pytest.raises(HVPSError, match=message):
+        read_detection_cache(tmp_path, "0002")
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "resize"])
+def test_masks_that_do_not_decode_to_their_frame_are_refused(
+    tmp_path: Path, easy_detections: list, damage: str
+) -> None:
+    npz, js = write_detection_cache(tmp_path, "0002", easy_detections[:2])
+    document = json.loads(js.read_text())
+    masks = list(document["masks"])
+    if damage == "truncate":
+        masks[0] = masks[0][: len(masks[0]) // 2]
+    elif damage == "garbage":
+        masks[0] = "~~~~"
+    else:  # an RLE of a mask of another size
+        masks[0] = "04"
+    _reseal(npz, js, masks=masks)
+    with pytest.raises(HVPSError, match=r"0002\.json: frame \S+: mask 0: "):
+        read_detection_cache(tmp_path, "0002")
+
+
+def test_an_edited_json_breaks_the_checksum(tmp_path: Path, easy_detections: list) -> None:
+    _, js = write_detection_cache(tmp_path, "0002", easy_detections[:2])
+    _rewrite_json(js, frames=["000007", "000008"])  # plain names, right count: only the checksum tells
+    with pytest.raises(HVPSError, match="checksum differs"):
+        read_detection_cache(tmp_path, "0002")
+
+
+def test_version_one_caches_still_load(tmp_path: Path, easy_detections: list) -> None:
+    import hashlib
+
+    npz, js = write_detection_cache(tmp_path, "0002", easy_detections[:2])
+    document = json.loads(js.read_text())
+    del document["sha256"]
+    document.update(version=1, arrays_sha256=hashlib.sha256(npz.read_bytes()).hexdigest())
+    js.write_text(json.dumps(document))
+    frames, _ = read_detection_cache(tmp_path, "0002")
+    assert_same_frames(frames, easy_detections[:2])
