@@ -34,3 +34,37 @@ def test_a_lightning_configuration_error_is_one_line(
         "fast_dev_run=-1 is not a valid configuration. It should be >= 0."
     )
     assert not any("Traceback" in line for line in err), err
+
+
+def test_config_errors_are_one_line_naming_the_file_or_option(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("trainer:\n  max_epochz: 3\n")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("trainer:\n  max_epochs: [3\n")
+    cases = [
+        (["--config", str(typo)], f"--config {typo}: trainer.max_epochz: unknown key"),
+        (["--config", str(broken)], f"{broken}: not valid YAML (line 3:"),
+        (["--data.init_args.batch_size", "x"], "--data.init_args.batch_size: Expected a int. Got value: x"),
+        (["--config", "stages/nope"], "--config stages/nope: no such file, and no shipped config"),
+    ]
+    for extra, message in cases:
+        code = main(["fit", *SEMANTIC, *extra, "--print_config"])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2
+        lines = [line for line in err if "LightningCLI's args parameter" not in line]
+        assert len(lines) == 1 and lines[0].startswith("hvps fit: error: ") and message in lines[0], err
+
+
+def test_other_commands_argument_errors_are_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["track", "--nope", "1"]) == 2
+    assert capsys.readouterr().err.strip() == "hvps track: error: unrecognized arguments: --nope 1"
+
+
+def test_os_errors_name_the_path(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from hvps_lightning.cli.main import find_user_error
+
+    error = find_user_error(PermissionError(13, "Permission denied", str(tmp_path / "out")))
+    assert str(error) == f"{tmp_path / 'out'}: Permission denied"
+    assert find_user_error(RuntimeError("a bug")) is None  # not a user error: a traceback

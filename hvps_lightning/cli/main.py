@@ -12,10 +12,13 @@ traceback unless ``--debug`` is given.
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import os
+import re
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from hvps_lightning.errors import HVPSError
 
@@ -44,12 +47,14 @@ def _usage() -> str:
     return "\n".join(lines)
 
 
-def find_user_error(exc: BaseException | None) -> HVPSError | None:
-    """Return the first user error in ``exc``'s cause/context chain, if any.
+def find_user_error(exc: BaseException | None, argv: Sequence[str] = ()) -> HVPSError | None:
+    """Return the first user error in ``exc``'s cause/context chain, if any, as one line.
 
-    That is an :class:`HVPSError`, or Lightning's ``MisconfigurationException`` (a trainer
-    setting that contradicts another, e.g. a callback that needs a logger), returned as an
-    :class:`HVPSError` with Lightning's message.
+    That is an :class:`HVPSError`; Lightning's ``MisconfigurationException`` (a trainer setting
+    that contradicts another); an argument or config error of jsonargparse (named with the
+    ``--config`` file that holds the key, see :func:`argument_error_line`); or an ``OSError``
+    on a file (a read-only folder, a file where a folder is expected, a full disk), named by
+    its path.
     """
     # Only a command that imported Lightning can raise its exception: never import it here.
     lightning_errors = sys.modules.get("lightning.fabric.utilities.exceptions")
@@ -60,16 +65,120 @@ def find_user_error(exc: BaseException | None) -> HVPSError | None:
             return exc
         if misconfiguration is not None and isinstance(exc, misconfiguration):
             return HVPSError(f"Lightning refused the configuration: {exc}")
+        if isinstance(exc, argparse.ArgumentError):
+            return HVPSError(argument_error_line(str(exc), argv))
+        if isinstance(exc, OSError) and exc.filename is not None:
+            return HVPSError(f"{exc.filename}: {exc.strerror or exc}")
         seen.add(id(exc))
         exc = exc.__cause__ or exc.__context__
     return None
+
+
+_UNKNOWN_OPTION = re.compile(r"does not accept option '([^']+)'")
+_PARSER_KEY = re.compile(r'Parser key "([^"]+)"')
+
+
+def argument_error_line(message: str, argv: Sequence[str] = ()) -> str:
+    """One line out of a jsonargparse error: the key, what is wrong, and where it was set.
+
+    Where: the command-line option that set the key, else the last ``--config`` file of ``argv``
+    that holds it.
+
+    jsonargparse explains a bad value of a nested class through every alternative of every
+    Union it tried (dozens of lines); the line kept is the innermost complaint about the key.
+
+    Example:
+        >>> argument_error_line("Subcommand 'fit' does not accept option 'trainer.max_epochz'")
+        'trainer.max_epochz: unknown key'
+    """
+    unknown = _UNKNOWN_OPTION.search(message)
+    if unknown:
+        key, problem = unknown.group(1), "unknown key"
+    else:
+        keys = _PARSER_KEY.findall(message)
+        key = ".".join(keys)
+        lines = [line.strip(" -") for line in message.splitlines()]
+        useful = [
+            line
+            for line in lines
+            if line
+            and not line.startswith(("Parser key", "Does not validate", "Subtypes", "Errors", "Given value"))
+            and "NoneType" not in line
+            and not line.startswith("Problem with given class_path")
+        ]
+        problem = useful[-1] if useful else (lines[0] if lines else message)
+        problem = re.sub(r"<class '([\w.]+)'>", r"\1", problem)
+    if not key:
+        return problem
+    option = _option_with_key(key, argv)
+    if option is not None:
+        return f"{option}: {problem}"
+    found = _config_with_key(key, config_files(argv))
+    return f"--config {found[0]}: {found[1]}: {problem}" if found else f"{key}: {problem}"
+
+
+def _option_with_key(key: str, argv: Sequence[str]) -> str | None:
+    wanted = [p for p in key.split(".") if p != "init_args"]
+    for arg in argv:
+        name = arg.split("=", 1)[0]
+        if name.startswith("--") and [p for p in name[2:].split(".") if p != "init_args"] == wanted:
+            return name
+    return None
+
+
+def _config_with_key(key: str, config_files: Sequence[str]) -> tuple[str, str] | None:
+    """The last ``--config`` file that sets ``key``, and the key's full path there.
+
+    ``init_args`` levels are optional, and a key a nested parser reports without its parents
+    (``max_epochz`` for ``trainer.max_epochz``) is found at any depth.
+    """
+    import yaml
+
+    parts = [p for p in key.split(".") if p != "init_args"]
+    found = None
+    for name in config_files:
+        try:
+            data = yaml.safe_load(Path(name).read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError):
+            continue
+        path = _find_key(data, parts, [])
+        if path is not None:
+            found = (name, ".".join(path))
+    return found
+
+
+def _find_key(node: object, parts: list[str], above: list[str]) -> list[str] | None:
+    if _has_key(node, parts):
+        return [*above, *parts]
+    if isinstance(node, dict):
+        for name, child in node.items():
+            path = _find_key(child, parts, above if name == "init_args" else [*above, str(name)])
+            if path is not None:
+                return path
+    return None
+
+
+def _has_key(node: object, parts: list[str]) -> bool:
+    if not parts:
+        return True
+    if not isinstance(node, dict):
+        return False
+    if parts[0] in node:
+        return _has_key(node[parts[0]], parts[1:])
+    return "init_args" in node and _has_key(node["init_args"], parts)
+
+
+def config_files(argv: Sequence[str]) -> list[str]:
+    """The ``--config`` files of an (expanded) argument list."""
+    return [argv[i + 1] for i, a in enumerate(argv[:-1]) if a in ("--config", "-c")]
 
 
 def run_lightning(args: Sequence[str]) -> int:
     """Run the LightningCLI with ``args`` (starting with fit/validate/test/predict)."""
     from hvps_lightning.lightning.cli import run_lightning_cli
 
-    run_lightning_cli(list(args))
+    # argument and config errors are raised (one line in `main`) instead of printing usage
+    run_lightning_cli(list(args), parser_kwargs={"exit_on_error": False})
     return 0
 
 
@@ -94,13 +203,18 @@ def main(args: Sequence[str] | None = None) -> int:
         module = importlib.import_module(COMMANDS[command][0])
         parser = module.build_parser()
         parser.prog = f"hvps {command}"
+        parser.exit_on_error = False
         cfg = parser.parse_args(argv[1:])
         code = module.run(cfg)
         return int(code or 0)
+    except BrokenPipeError:
+        # the reader of our output went away (`hvps config list | head`): not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except Exception as exc:
         # LightningCLI / jsonargparse wrap errors raised while instantiating classes from a
         # config; the user-facing HVPSError is then somewhere in the cause chain.
-        user_error = find_user_error(exc)
+        user_error = find_user_error(exc, argv)
         if debug or user_error is None:
             raise
         print(f"hvps {command}: error: {user_error}", file=sys.stderr)
@@ -108,10 +222,6 @@ def main(args: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"hvps {command}: interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:
-        # the reader of our output went away (`hvps config list | head`): not an error of ours
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
 
 
 def entry_point() -> None:
