@@ -10,6 +10,7 @@ import json
 import math
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -163,3 +164,52 @@ def plain_name(name: Any, what: str) -> str:
     if not _PLAIN_NAME.match(text) or ".." in text:
         raise HVPSError(f"{what} {text!r} is not a plain name (letters, digits, _ . -; no separator or '..')")
     return text
+
+
+def check_output_folder(path: str | Path, overwrite: bool, option: str = "--out") -> Path:
+    """Check, before any work, that ``path`` can become a command's output folder.
+
+    Raises:
+        HVPSError: ``<option> <path>: ...`` if it is a file, a non-empty folder without
+            ``overwrite``, or its parent cannot be written.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise HVPSError(f"{option} {path}: exists and is not a folder")
+    if path.is_dir() and any(path.iterdir()) and not overwrite:
+        raise HVPSError(f"{option} {path}: folder exists and is not empty; pass --overwrite to replace it")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise HVPSError(f"{option} {path}: cannot write in {parent}")
+    return path
+
+
+@contextmanager
+def output_folder(path: str | Path, overwrite: bool = False, option: str = "--out") -> Iterator[Path]:
+    """Yield a hidden sibling folder to write into; it becomes ``path`` only when the block succeeds.
+
+    A command's output folder is all or nothing: on an error, Ctrl-C or a kill it is absent (or
+    still the previous run's, untouched), never a mix of two runs. With ``overwrite`` an existing
+    folder is replaced whole, and removed only once the new one is in place.
+
+    Raises:
+        HVPSError: as :func:`check_output_folder`.
+    """
+    path = check_output_folder(path, overwrite, option)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))
+    os.chmod(partial, 0o777 & ~_umask())
+    try:
+        yield partial
+        old = None
+        if path.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
+            os.replace(path, old / path.name)
+        os.replace(partial, path)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise

@@ -6,7 +6,7 @@
    --model.init_args.init_from <previous stage's checkpoint>``.
 3. ``hvps predict`` of the MOTChallenge-STEP validation sequence (0002) with both final
    models: a detection cache and a semantic cache.
-4. ``hvps track`` (IA-MOT tracker + fusion): ``step/<seq>/*.png`` and ``mots/<seq>.txt``.
+4. ``hvps track`` (IA-MOT tracker + fusion): ``tracked/step/<seq>/*.png`` and ``tracked/mots/<seq>.txt``.
 5. ``hvps evaluate step`` and ``hvps evaluate mots`` against the generated ground truth.
 6. An overlay GIF per sequence, ``results.json``, a W&B (offline) summary run and a table.
 
@@ -154,18 +154,19 @@ def run(cfg: Namespace) -> int:
         )  # fmt: skip
 
     # 4. track + fuse
+    tracked = out / "tracked"
     runner.run(
         "track",
-        ["track", "--detections", cache / "detections", "--semantic", cache / "semantic", "--out", out,
+        ["track", "--detections", cache / "detections", "--semantic", cache / "semantic", "--out", tracked,
          "--tracker-config", "tracker/default", "--dataset", "motchallenge_step"],
     )  # fmt: skip
 
     # 5. evaluate against the generated ground truth of the validation sequence
-    evaluate_val_sequence(runner, mot_root, out, out / "eval_step.json", out / "eval_mots.json")
+    evaluate_val_sequence(runner, mot_root, tracked, out / "eval_step.json", out / "eval_mots.json")
 
     # 6. overlays, results, W&B summary, table
     gifs = {}
-    for seq_dir in sorted((out / "step").iterdir()):
+    for seq_dir in sorted((tracked / "step").iterdir()):
         gifs[seq_dir.name] = render_overlays(
             mot_root / "images" / GT_FOLDER / seq_dir.name, seq_dir, "motchallenge_step",
             out / "viz" / f"{seq_dir.name}.gif",
@@ -241,6 +242,6 @@ def print_results(console: Any, out: Path, results: dict[str, Any]) -> None:
     table.add_row("time (min)", f"{results['timings']['wall'] / 60:.1f}")
     console.print(table)
     console.print(
-        f"outputs in {out}: results.json, step/<seq>/*.png, mots/<seq>.txt, viz/<seq>.gif, "
+        f"outputs in {out}: results.json, tracked/step/<seq>/*.png, tracked/mots/<seq>.txt, viz/<seq>.gif, "
         f"wandb/, runs/ (checkpoints), commands.sh (the commands above)"
     )

@@ -50,6 +50,7 @@ def build_parser() -> ArgumentParser:
     )
     parser.add_argument("--detections", type=str, required=True, help="detection cache folder (hvps predict)")
     parser.add_argument("--out", type=str, required=True, help="output folder: mots/, step/, summary.json")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --out whole")
     parser.add_argument(
         "--tracker-config", type=str | None, default=None, help="tracker YAML (default: built-in defaults)"
     )
@@ -85,22 +86,17 @@ def build_parser() -> ArgumentParser:
 def run(cfg: Namespace) -> int:
     """Run ``hvps track``; return the exit code."""
     from hvps_lightning.evaluation.ground_truth import StepFolderGroundTruth, locate_ground_truth
-    from hvps_lightning.evaluation.scoring import track_fuse_score
-    from hvps_lightning.evaluation.semantic import SemanticCache
     from hvps_lightning.formats.detection_cache import (
         cache_dataset,
         list_cached_sequences,
         read_detection_cache_dir,
     )
-    from hvps_lightning.formats.step_png import write_step_png
-    from hvps_lightning.formats.tracked import STEP_DIR, write_mots_sequence
-    from hvps_lightning.io import write_json
-    from hvps_lightning.panoptic.fusion import DEFAULT_UNCOVERED
+    from hvps_lightning.io import check_output_folder, output_folder
     from hvps_lightning.structures.specs import get_spec
     from hvps_lightning.tracking.config import TrackerConfig
 
     detections = Path(cfg.detections)
-    out = Path(cfg.out)
+    out = check_output_folder(cfg.out, cfg.overwrite)
     if not detections.is_dir():
         raise HVPSError(f"--detections {detections}: not a folder")
     config = TrackerConfig.from_yaml(cfg.tracker_config) if cfg.tracker_config else TrackerConfig()
@@ -136,8 +132,36 @@ def run(cfg: Namespace) -> int:
             locate_ground_truth(cfg.gt, "panoptic", names, spec, cfg.split), spec
         )
 
+    with output_folder(out, cfg.overwrite) as partial:
+        summary = _track_into(partial, cached, spec, semantic_dir, ground_truth, config, cfg)
+    total = sum(s["frames"] for s in summary["sequences"].values())
+    written = "MOTS txt" + (" and STEP PNGs" if semantic_dir is not None else "")
+    print(f"hvps track: {len(names)} sequence(s), {total} frame(s): {written} in {out}")
+    if ground_truth is not None:
+        shown = {k: summary["scores"][k] for k in ("aq", "stq", "sq") if k in summary["scores"]}
+        print("hvps track: " + ", ".join(f"{k.upper()} {100 * v:.1f}" for k, v in shown.items()))
+    return 0
+
+
+def _track_into(
+    partial: Path,
+    cached: dict[str, Any],
+    spec: Any,
+    semantic_dir: Path | None,
+    ground_truth: Any,
+    config: Any,
+    cfg: Namespace,
+) -> dict[str, Any]:
+    """Track, fuse, score and write everything into ``partial`` (the output folder being built)."""
+    from hvps_lightning.evaluation.scoring import track_fuse_score
+    from hvps_lightning.evaluation.semantic import SemanticCache
+    from hvps_lightning.formats.step_png import write_step_png
+    from hvps_lightning.formats.tracked import STEP_DIR, write_mots_sequence
+    from hvps_lightning.io import write_json
+    from hvps_lightning.panoptic.fusion import DEFAULT_UNCOVERED
+
     def write_fused(sequence: str, frame: str, fused: Any) -> None:
-        write_step_png(out / STEP_DIR / sequence / f"{frame}.png", *fused)
+        write_step_png(partial / STEP_DIR / sequence / f"{frame}.png", *fused)
 
     total = sum(len(frames) for frames, _ in cached.values())
     progress = _progress(total, enabled=bool(cfg.progress))
@@ -157,25 +181,20 @@ def run(cfg: Namespace) -> int:
             progress.close()
     summary: dict[str, Any] = {"dataset": spec.name, "sequences": {}}
     for name, tracked in result.tracked.items():
-        write_mots_sequence(out, name, tracked.frame_names, tracked.tracks, spec)
+        write_mots_sequence(partial, name, tracked.frame_names, tracked.tracks, spec)
         summary["sequences"][name] = {
             "frames": len(tracked.frames),
             "tracks": tracked.num_tracks,
             "objects": sum(len(objects) for objects in tracked.tracks),
         }
-    config.to_yaml(out / "tracker_config.yaml")
+    config.to_yaml(partial / "tracker_config.yaml")
     summary["tracker_config"] = config.to_dict()
     if ground_truth is not None:
         summary["scores"] = {
             k: v for k, v in result.scores.items() if k not in ("num_tracks", "frames_with_gt")
         }
-    write_json(out / "summary.json", summary)
-    written = "MOTS txt" + (" and STEP PNGs" if semantic_dir is not None else "")
-    print(f"hvps track: {len(names)} sequence(s), {total} frame(s): {written} in {out}")
-    if ground_truth is not None:
-        shown = {k: summary["scores"][k] for k in ("aq", "stq", "sq") if k in summary["scores"]}
-        print("hvps track: " + ", ".join(f"{k.upper()} {100 * v:.1f}" for k, v in shown.items()))
-    return 0
+    write_json(partial / "summary.json", summary)
+    return summary
 
 
 def _progress(total: int, enabled: bool) -> Any:

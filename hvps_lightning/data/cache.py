@@ -25,9 +25,7 @@ Example::
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -60,7 +58,7 @@ from hvps_lightning.formats import (
     write_step_png,
 )
 from hvps_lightning.formats.coco_panoptic import COCO_PANOPTIC_LAYOUT
-from hvps_lightning.io import atomic_path, write_json
+from hvps_lightning.io import atomic_path, check_output_folder, output_folder, write_json
 from hvps_lightning.structures.masks import decode_mask, encode_mask
 from hvps_lightning.structures.specs import DatasetSpec, get_spec
 
@@ -128,10 +126,7 @@ def write_resized_copy(
         raise HVPSError(f"{scan.problems[0]} (`hvps data check` lists every problem of the root)")
     if not scan.sequences:
         raise HVPSError(f"{root}: no sequences found")
-    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+    with output_folder(out, overwrite) as tmp:
         writer = _Writer(spec, scan.layout, root, tmp, (height, width), jpeg_quality)
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
             for done, sequence in enumerate(scan.sequences, start=1):
@@ -148,38 +143,17 @@ def write_resized_copy(
                 "size": [height, width],
             },
         )
-        _replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     frames = sum(len(s.frames) for s in scan.sequences)
     return CacheSummary(out, len(scan.sequences), frames, time.perf_counter() - started)
 
 
 def _check_out(root: Path, out: Path, overwrite: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise HVPSError(f"--out {out}: exists and is not a folder")
     resolved_root, resolved_out = root.resolve(), out.resolve()
     if resolved_out == resolved_root or resolved_root in resolved_out.parents:
         raise HVPSError(f"--out {out}: must lie outside the dataset root {root}")
     if resolved_out in resolved_root.parents:
         raise HVPSError(f"--out {out}: holds the dataset root {root}; choose another folder")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise HVPSError(f"--out {out}: folder exists and is not empty; pass --overwrite to replace it")
-    parent = out.parent if out.parent != Path("") else Path(".")
-    if parent.exists() and not os.access(parent, os.W_OK):
-        raise HVPSError(f"--out {out}: cannot write in {parent}")
-
-
-def _replace(tmp: Path, out: Path) -> None:
-    """Move the finished copy into place; an old ``out`` is removed only once the new one is whole."""
-    old = None
-    if out.exists():
-        old = out.parent / f".{out.name}.old-{os.getpid()}"
-        out.rename(old)
-    tmp.rename(out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    check_output_folder(out, overwrite)
 
 
 class _Writer:

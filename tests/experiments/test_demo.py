@@ -26,11 +26,11 @@ def test_fast_demo_writes_results(tmp_path: Path) -> None:
     # the STQ the demo reports is the one `hvps evaluate step` wrote
     assert results["stq"] == json.loads((out / "eval_step.json").read_text())["stq"]
 
-    pngs = sorted((out / "step" / "0002").glob("*.png"))
+    pngs = sorted((out / "tracked" / "step" / "0002").glob("*.png"))
     assert len(pngs) == len(sorted((data / "motchallenge_step" / "images" / "train" / "0002").glob("*.png")))
     semantic, _ = read_step_png(pngs[0])
     assert semantic.shape == (192, 320)
-    assert read_mots_txt(out / "mots" / "0002.txt")  # the tracker output people
+    assert read_mots_txt(out / "tracked" / "mots" / "0002.txt")  # the tracker output people
     assert (out / "viz" / "0002.gif").stat().st_size > 0
     commands = (out / "commands.sh").read_text().splitlines()
     assert sum(line.startswith("hvps fit") for line in commands) == 6  # 3 stages x 2 models

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +34,7 @@ def run_track(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str,
 
 
 def test_track_writes_mots_txt(cache_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path = tmp_path / "tracked"
     code, out, err = run_track(capsys, "--detections", str(cache_dir), "--out", str(tmp_path))
     assert code == 0, err
     assert "2 sequence(s), 16 frame(s)" in out
@@ -137,3 +139,52 @@ def test_help(capsys: pytest.CaptureFixture[str]) -> None:
         main(["track", "--help"])
     assert info.value.code == 0
     assert "--detections" in capsys.readouterr().out
+
+
+def test_out_is_all_or_nothing(cache_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    assert run_track(capsys, "--detections", str(cache_dir), "--out", str(out))[0] == 0
+    before = sorted(p.relative_to(out).as_posix() for p in out.rglob("*"))
+    # a second run into the same folder is refused before any work...
+    code, _, err = run_track(capsys, "--detections", str(cache_dir), "--out", str(out), "--sequences", "0002")
+    assert (
+        code == 2
+        and err.strip()
+        == f"hvps track: error: --out {out}: folder exists and is not empty; pass --overwrite to replace it"
+    )
+    # ...a run that fails while writing leaves the previous output as it was (here: fusion needs
+    # a semantic map that is missing for one frame)...
+    semantic_dir = tmp_path / "semantic"
+    for frame in range(7):
+        write_semantic_map(semantic_dir, "0002", f"{frame:06d}", np.zeros((40, 56), np.uint8))
+    code, _, err = run_track(capsys, "--detections", str(cache_dir), "--out", str(out), "--overwrite",
+                             "--semantic", str(semantic_dir), "--sequences", "0002")  # fmt: skip
+    assert code == 2 and "000007.png" in err
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == before
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no partial folder left
+    # ...and --overwrite replaces the folder whole: no file of the earlier run survives
+    code, _, _ = run_track(
+        capsys, "--detections", str(cache_dir), "--out", str(out), "--overwrite", "--sequences", "0002"
+    )
+    assert code == 0 and sorted(p.name for p in (out / "mots").iterdir()) == ["0002.txt"]
+
+
+def test_unwritable_outputs_are_refused_before_any_work(
+    cache_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    code, _, err = run_track(capsys, "--detections", str(cache_dir), "--out", str(a_file))
+    assert code == 2 and err.strip() == f"hvps track: error: --out {a_file}: exists and is not a folder"
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        code, _, err = run_track(capsys, "--detections", str(cache_dir), "--out", str(locked / "out"))
+    finally:
+        locked.chmod(0o700)
+    if os.geteuid() != 0:  # root writes anywhere
+        assert (
+            code == 2
+            and err.strip() == f"hvps track: error: --out {locked / 'out'}: cannot write in {locked}"
+        )
