@@ -23,6 +23,7 @@ from lightning.pytorch.loggers import WandbLogger
 
 from hvps_lightning.data.datamodule import HVPSDataModule
 from hvps_lightning.io import atomic_open
+from hvps_lightning.lightning.progress import replace_default_progress_bar
 from hvps_lightning.models.base import BaseTask, check_resumable
 from hvps_lightning.structures.specs import DatasetSpec
 
@@ -114,6 +115,14 @@ class HVPSLightningCLI(LightningCLI):
         kept = [c for c in entries if not str(getattr(c, "class_path", "")).endswith(".LearningRateMonitor")]
         if len(kept) < len(entries):
             trainer["callbacks"] = kept if not single else (kept[0] if kept else None)
+
+
+    def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
+        """The trainer, with ``HVPSProgressBar`` (``lightning/progress.py``) as its default bar."""
+        trainer = super().instantiate_trainer(**kwargs)
+        configured = self.config_init[self.subcommand].get("trainer", {}).get("callbacks") or []
+        replace_default_progress_bar(trainer, configured if isinstance(configured, list) else [configured])
+        return trainer
 
 
 def finish_wandb_run() -> None:
