@@ -96,7 +96,7 @@ def run(cfg: Namespace) -> int:
         cv2.setNumThreads(1)  # the decoder pool is the parallelism; OpenCV's own threads would compete
         keep_frames_in_the_heap()
         with _progress_bar(disabled=options.quiet) as progress:
-            result = evaluate_step_folders(**kwargs, workers=options.workers, progress=progress)
+            result = evaluate_step_folders(**kwargs, workers=options.workers, progress=progress, warn=_warn)
         write_json(options.output, result)
         print(
             f"hvps evaluate step: STQ {_percent(result['stq'])}  AQ {_percent(result['aq'])}  "
@@ -122,6 +122,10 @@ def run(cfg: Namespace) -> int:
         )
         return 0
     raise HVPSError("usage: hvps evaluate {step,mots} ...; see `hvps evaluate --help`")
+
+
+def _warn(message: str) -> None:
+    print(f"hvps evaluate: warning: {message}", file=sys.stderr)
 
 
 def check_output(output: str) -> None:

@@ -68,8 +68,13 @@ class FramePair:
     pred: Path
 
 
-def step_frame_pairs(gt_dir: Path, pred_dir: Path, only: Sequence[str] | None = None) -> list[FramePair]:
+def step_frame_pairs(
+    gt_dir: Path, pred_dir: Path, only: Sequence[str] | None = None, warn: Callable[[str], None] | None = None
+) -> list[FramePair]:
     """Every ground-truth frame with its prediction, sequences and frames sorted.
+
+    ``warn`` hears of what is evaluated but looks wrong: predicted frames or sequences without
+    ground truth (left out), and gaps in the numbering of a sequence's ground-truth frames.
 
     Raises:
         HVPSError: a folder is missing, ``only`` names a sequence the ground truth lacks, a
@@ -87,14 +92,64 @@ def step_frame_pairs(gt_dir: Path, pred_dir: Path, only: Sequence[str] | None = 
         sequences = [p for p in sequences if p.name in set(only)]
     pairs = []
     for sequence in sequences:
-        for gt_png in sorted(sequence.glob("*.png")):
+        gt_pngs = sorted(sequence.glob("*.png"))
+        for gt_png in gt_pngs:
             pred_png = pred_dir / sequence.name / gt_png.name
             if not pred_png.is_file():
                 raise file_error(pred_png, f"missing prediction for ground-truth frame {gt_png}")
             pairs.append(FramePair(sequence.name, gt_png, pred_png))
+        if warn is not None:
+            _warn_about_frames(sequence.name, {p.stem for p in gt_pngs}, pred_dir / sequence.name, warn)
+    if warn is not None:
+        evaluated = {p.name for p in sequences}
+        others = sorted(p.name for p in pred_dir.iterdir() if p.is_dir() and p.name not in evaluated)
+        if others and only is None:
+            warn(
+                f"--pred {pred_dir}: sequence(s) {_names(others)} have no ground truth and are not evaluated"
+            )
     if not pairs:
         raise file_error(gt_dir, "no <seq>/<frame>.png files in the ground-truth folder")
     return pairs
+
+
+def _names(names: Sequence[str], shown: int = 5) -> str:
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more
+
+
+def _warn_about_frames(
+    sequence: str, gt_frames: set[str], pred_folder: Path, warn: Callable[[str], None]
+) -> None:
+    extra = sorted(p.stem for p in pred_folder.glob("*.png") if p.stem not in gt_frames)
+    if extra:
+        warn(f"--pred {pred_folder}: frame(s) {_names(extra)} have no ground truth and are not evaluated")
+    if gt_frames and all(name.isdigit() for name in gt_frames):
+        numbers = sorted(int(name) for name in gt_frames)
+        missing = sorted(set(range(numbers[0], numbers[-1] + 1)) - set(numbers))
+        if missing:
+            width = len(next(iter(gt_frames)))
+            gaps = [f"{n:0{width}d}" for n in missing]
+            warn(
+                f"sequence {sequence}: ground-truth frame(s) {_names(gaps)} are missing (a gap in numbering)"
+            )
+
+
+def class_fit_warning(gt: np.ndarray, space: STQLabelSpace, class_names: Sequence[str] | None) -> str | None:
+    """Why the classes of ``space`` may not be the ground truth's, from one frame's packed ids.
+
+    Instance ids on a class the label space calls stuff mean the ground truth comes from another
+    dataset (``--dataset kitti_step`` on MOTChallenge-STEP maps scores STQ 0 without it).
+    """
+    semantic = gt // space.label_divisor
+    with_instance = np.unique(semantic[(gt % space.label_divisor) > 0])
+    stuff = [int(c) for c in with_instance if int(c) not in space.things and int(c) != space.ignore_label]
+    if not stuff:
+        return None
+    names = [class_names[c] if class_names and c < len(class_names) else str(c) for c in stuff]
+    return (
+        f"the ground truth has instance ids on class(es) {', '.join(names)}, which these classes treat as "
+        "stuff: the classes do not fit the ground truth (is --dataset right?)"
+    )
 
 
 class FrameBuffers:
@@ -171,6 +226,7 @@ def evaluate_step_folders(
     sequences: Sequence[str] | None = None,
     workers: int | None = None,
     progress: Callable[[int, int], None] | None = None,
+    warn: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """STQ of two folders of STEP PNGs (``<seq>/<frame>.png``).
 
@@ -184,6 +240,8 @@ def evaluate_step_folders(
         sequences: restrict the evaluation to these ground-truth sequences.
         workers: decoder threads (default: the number of cores), beside this thread's metric.
         progress: called as ``progress(frames_done, frames_total)`` after every frame.
+        warn: told, one line each, of frames left out, gaps in the frame numbering, and ground
+            truth whose instances lie on classes the label space calls stuff.
 
     Returns:
         ``stq``, ``aq``, ``sq``, ``iou_per_class``, ``per_sequence``, ``num_frames``.
@@ -192,12 +250,13 @@ def evaluate_step_folders(
         HVPSError: naming the file: a missing folder or prediction frame, an unreadable PNG,
             frames of different sizes, or label values outside the classes.
     """
-    pairs = step_frame_pairs(Path(gt_dir), Path(pred_dir), sequences)
+    pairs = step_frame_pairs(Path(gt_dir), Path(pred_dir), sequences, warn)
     space = STQLabelSpace(num_classes, tuple(things), ignore_label, STEP_LABEL_DIVISOR)
     metric = STQAccumulator(space, class_names)
     workers = default_workers() if workers is None else workers
     buffers = FrameBuffers()
     frames = decoded_in_order(pairs, workers, functools.partial(decode_frame_pair, buffers=buffers))
+    class_fit_checked = False  # one frame with instances tells
     with closing(frames):  # closing stops the decoders on errors
         for done, (pair, (gt, pred)) in enumerate(frames, start=1):
             try:
@@ -205,6 +264,11 @@ def evaluate_step_folders(
             except STQInputError as exc:
                 path = pair.pred if exc.which == "preds" else pair.gt
                 raise file_error(path, str(exc).split(": ", 1)[1]) from None
+            if warn is not None and not class_fit_checked:
+                problem = class_fit_warning(gt, space, class_names)
+                class_fit_checked = bool((gt % space.label_divisor).any()) or problem is not None
+                if problem is not None:
+                    warn(problem)
             buffers.give(gt, pred)  # the metric keeps statistics, not frames
             if progress is not None:
                 progress(done, len(pairs))

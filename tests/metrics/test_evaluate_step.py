@@ -303,3 +303,29 @@ def test_freed_frames_are_reused_not_mapped_afresh(tmp_path: Path) -> None:
         )
         faults[mode] = int(run.stdout)
     assert faults["tuned"] * 4 < faults["default"], faults
+
+
+def test_left_out_frames_gaps_and_a_wrong_dataset_are_warned(tmp_path, capsys) -> None:
+    from hvps_lightning.cli import main
+    from hvps_lightning.formats.step_png import write_step_png
+
+    semantic = np.zeros((8, 8), np.int32)
+    semantic[2:6, 2:6] = 4  # MOTChallenge-STEP person
+    instance = np.where(semantic == 4, 3, 0)
+    for root in ("gt", "pred"):
+        for frame in ("000001", "000002", "000004"):  # 000003 is missing from both
+            write_step_png(tmp_path / root / "0002" / f"{frame}.png", semantic, instance)
+    write_step_png(tmp_path / "pred" / "0002" / "000009.png", semantic, instance)  # no ground truth
+    write_step_png(tmp_path / "pred" / "0005" / "000001.png", semantic, instance)  # no ground truth
+    args = ["evaluate", "step", "--gt", str(tmp_path / "gt"), "--pred", str(tmp_path / "pred"), "--quiet"]
+    assert main([*args, "--dataset", "motchallenge_step", "--output", str(tmp_path / "a.json")]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert any("frame(s) 000009 have no ground truth" in line for line in err), err
+    assert any("sequence(s) 0005 have no ground truth" in line for line in err), err
+    assert any("ground-truth frame(s) 000003 are missing" in line for line in err), err
+    assert not any("is --dataset right" in line for line in err), err
+    # KITTI-STEP's class 4 is a wall: persons with ids on it mean the wrong dataset
+    assert main([*args, "--dataset", "kitti_step", "--output", str(tmp_path / "b.json")]) == 0
+    err = capsys.readouterr().err
+    assert "instance ids on class(es) fence" in err or "instance ids on class(es) wall" in err, err
+    assert "is --dataset right?" in err
