@@ -82,19 +82,21 @@ def open_storage(url: str) -> BaseStorage:
     journal = _journal_path(url)
     if journal is not None:
         if not journal.parent.is_dir():
-            raise HVPSError(f"--storage {url}: folder {journal.parent} does not exist")
+            raise HVPSError(f"--storage {describe_storage(url)}: folder {journal.parent} does not exist")
         backend = optuna.storages.journal.JournalFileBackend(str(journal))
         return optuna.storages.JournalStorage(backend)
     if url.startswith("redis://"):
         try:
             backend = optuna.storages.journal.JournalRedisBackend(url)
         except ImportError as exc:
-            raise HVPSError(f"--storage {url}: the redis package is not installed ({exc})") from None
+            raise HVPSError(
+                f"--storage {describe_storage(url)}: the redis package is not installed ({exc})"
+            ) from None
         return optuna.storages.JournalStorage(backend)
     if "://" not in url:
         raise HVPSError(
-            f"--storage {url}: not a storage URL; use journal:///path/file.journal, sqlite:///file.db "
-            "or an RDB URL such as postgresql://user:pass@host/db"
+            f"--storage {describe_storage(url)}: not a storage URL; use journal:///path/file.journal, "
+            "sqlite:///file.db or an RDB URL such as postgresql://user:pass@host/db"
         )
     engine_kwargs = {}
     if url.startswith("sqlite"):

@@ -53,3 +53,17 @@ def test_bad_storage_urls_are_user_errors(url, message):
 def test_describe_storage_hides_passwords():
     assert describe_storage("postgresql://u:pw@db:5432/optuna") == "postgresql://***@db:5432/optuna"
     assert describe_storage("journal:///a/b.journal") == "journal:/a/b.journal"
+    assert describe_storage("redis://:s3cret@cache:6379/0") == "redis://***@cache:6379/0"
+
+
+def test_storage_errors_never_print_passwords(monkeypatch):
+    import optuna
+
+    def no_redis(url):
+        raise ImportError("No module named 'redis'")
+
+    monkeypatch.setattr(optuna.storages.journal, "JournalRedisBackend", no_redis)
+    for url in ("redis://:s3cret@cache:6379/0", "mysql+nodriver://user:s3cret@db/optuna"):
+        with pytest.raises(HVPSError) as error:
+            open_storage(url)
+        assert "s3cret" not in str(error.value) and "***@" in str(error.value)
