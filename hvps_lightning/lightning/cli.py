@@ -116,7 +116,6 @@ class HVPSLightningCLI(LightningCLI):
         if len(kept) < len(entries):
             trainer["callbacks"] = kept if not single else (kept[0] if kept else None)
 
-
     def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
         """The trainer, with ``HVPSProgressBar`` (``lightning/progress.py``) as its default bar."""
         trainer = super().instantiate_trainer(**kwargs)

@@ -29,7 +29,6 @@ The callback can be listed under ``trainer.callbacks`` in YAML, or returned by a
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -42,8 +41,14 @@ from hvps_lightning.errors import HVPSError
 from hvps_lightning.evaluation.ground_truth import DatasetGroundTruth
 from hvps_lightning.evaluation.scoring import track_fuse_score
 from hvps_lightning.evaluation.semantic import SemanticCache
-from hvps_lightning.formats.tracked import STEP_DIR, write_mots_sequence
 from hvps_lightning.lightning.collect import SequenceCollector
+from hvps_lightning.lightning.image_logging import image_logger_for
+from hvps_lightning.lightning.tracker_exports import (
+    draw_overlays,
+    log_overlay,
+    write_exports,
+    write_overlay_gifs,
+)
 from hvps_lightning.panoptic.fusion import DEFAULT_UNCOVERED, UNCOVERED_RULES
 from hvps_lightning.structures.detections import FrameDetections, TrackedObject
 from hvps_lightning.structures.panoptic import PanopticFrame
@@ -272,61 +277,20 @@ class OfflineTrackerCallback(Callback):
         step = int(getattr(trainer, "global_step", 0) or 0)
         folder = self.export_dir / f"{prefix}-epoch{epoch:03d}-step{step:06d}" if self.export_dir else None
         if folder is not None:
-            from hvps_lightning.formats import write_step_png
-
-            for sequence, (names, tracks) in self.last_tracks.items():
-                write_mots_sequence(folder, sequence, names, tracks, spec)
-            for sequence, fused in fused_frames.items():
-                for frame, panoptic in fused:
-                    write_step_png(folder / STEP_DIR / sequence / f"{frame}.png", *panoptic)
-            if self.export_cache:
-                from hvps_lightning.formats.detection_cache import write_detection_cache
-
-                for sequence, frames in sequences.items():
-                    write_detection_cache(folder / "detections", sequence, frames, {"dataset": spec.name})
-        if self.export_overlays or want_logged:
-            self._overlays(trainer, prefix, folder, image_paths, step)
-
-    def _overlays(
-        self,
-        trainer: L.Trainer | None,
-        prefix: str,
-        folder: Path | None,
-        image_paths: Mapping[tuple[str, str], str],
-        step: int,
-    ) -> None:
-        from hvps_lightning.formats import read_png
-        from hvps_lightning.lightning.image_logging import image_logger_for
-        from hvps_lightning.viz import overlay_tracks, write_gif
-
+            write_exports(
+                folder, self.last_tracks, fused_frames, sequences if self.export_cache else None, spec
+            )
+        if not (self.export_overlays or want_logged):
+            return
+        logged = sorted(self.last_tracks)[: self.log_overlays]
+        drawn = [s for s in sorted(self.last_tracks) if self.export_overlays or s in logged]
+        overlays = draw_overlays({s: self.last_tracks[s] for s in drawn}, image_paths, self.overlay_frames)
+        gif_folder = folder / "overlays" if folder is not None and self.export_overlays else None
+        gifs = write_overlay_gifs(overlays, gif_folder)
         logger = image_logger_for(trainer.loggers if trainer is not None else None)
-        scratch = None
-        for index, (sequence, (names, tracks)) in enumerate(sorted(self.last_tracks.items())):
-            log_this = index < self.log_overlays
-            if not (self.export_overlays or log_this):
-                continue
-            images, shown = [], []
-            for name, objects in list(zip(names, tracks, strict=True))[: self.overlay_frames]:
-                path = image_paths.get((sequence, name))
-                image = read_png(path) if path and Path(path).is_file() else None
-                size = tuple(objects[0].rle["size"]) if objects else None
-                if image is None and size is None:
-                    continue
-                images.append(overlay_tracks(image, objects, size=size))
-                shown.append(name)
-            if not images or len({i.shape for i in images}) != 1:
-                continue
-            if folder is not None and self.export_overlays:
-                gif = write_gif(folder / "overlays" / f"{sequence}.gif", images)
-            else:
-                scratch = scratch or Path(tempfile.mkdtemp(prefix="hvps-overlays-"))
-                gif = write_gif(scratch / f"{sequence}.gif", images)
-            if log_this:
-                picks = sorted({0, len(images) // 2, len(images) - 1})
-                logger.log_images(
-                    f"{prefix}/tracks/{sequence}", [images[i] for i in picks], step, [shown[i] for i in picks]
-                )
-                logger.log_video(f"{prefix}/tracks_video/{sequence}", gif, step)
+        for sequence in logged:
+            if sequence in overlays:
+                log_overlay(logger, prefix, sequence, overlays[sequence], gifs[sequence], step)
 
     def _warn_once(self, key: str, message: str) -> None:
         if key not in self._warned:
