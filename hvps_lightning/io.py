@@ -186,20 +186,41 @@ def check_output_folder(path: str | Path, overwrite: bool, option: str = "--out"
     return path
 
 
+def _remove_abandoned(path: Path) -> None:
+    """Remove the partial folders of earlier runs into ``path`` whose process is gone (killed)."""
+    pattern = re.compile(rf"^\.{re.escape(path.name)}\.partial-(\d+)-")
+    for sibling in path.parent.iterdir():
+        match = pattern.match(sibling.name)
+        if match and sibling.is_dir() and not _process_alive(int(match.group(1))):
+            shutil.rmtree(sibling, ignore_errors=True)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 @contextmanager
 def output_folder(path: str | Path, overwrite: bool = False, option: str = "--out") -> Iterator[Path]:
     """Yield a hidden sibling folder to write into; it becomes ``path`` only when the block succeeds.
 
     A command's output folder is all or nothing: on an error, Ctrl-C or a kill it is absent (or
     still the previous run's, untouched), never a mix of two runs. With ``overwrite`` an existing
-    folder is replaced whole, and removed only once the new one is in place.
+    folder is replaced whole, and removed only once the new one is in place. A SIGKILL leaves
+    the hidden ``.<name>.partial-<pid>-*`` folder behind; the next run into ``path`` removes it.
 
     Raises:
         HVPSError: as :func:`check_output_folder`.
     """
     path = check_output_folder(path, overwrite, option)
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))
+    _remove_abandoned(path)
+    partial = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-{os.getpid()}-", dir=path.parent))
     os.chmod(partial, 0o777 & ~_umask())
     try:
         yield partial

@@ -16,7 +16,9 @@ import argparse
 import importlib
 import os
 import re
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -191,6 +193,7 @@ def main(args: Sequence[str] | None = None) -> int:
         print(_usage())
         return 0 if argv else 2
     command = argv[0]
+    previous_handler = _stop_on_sigterm()
     try:
         if any(a in ("--config", "-c") or a.startswith("--config=") for a in argv[1:]):
             from hvps_lightning.cli.config import expand_config_args
@@ -220,8 +223,35 @@ def main(args: Sequence[str] | None = None) -> int:
         print(f"hvps {command}: error: {user_error}", file=sys.stderr)
         return user_error.exit_code
     except KeyboardInterrupt:
-        print(f"hvps {command}: interrupted", file=sys.stderr)
+        print(f"hvps {command}: interrupted; nothing half-written was kept", file=sys.stderr)
         return 130
+    except Terminated:
+        print(f"hvps {command}: terminated; nothing half-written was kept", file=sys.stderr)
+        return 143
+    finally:
+        _restore_sigterm(previous_handler)
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised where the command is, so that its ``finally`` blocks clean up as for Ctrl-C."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated
+
+
+def _stop_on_sigterm() -> object:
+    # Python's default for SIGTERM ends the process at once, leaving partial output folders and
+    # worker processes; as an exception it unwinds like KeyboardInterrupt. Only the main thread
+    # may set handlers (tests call main() from others too).
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, _raise_terminated)
+
+
+def _restore_sigterm(previous: object) -> None:
+    if previous is not None:
+        signal.signal(signal.SIGTERM, previous)  # type: ignore[arg-type]
 
 
 def entry_point() -> None:
