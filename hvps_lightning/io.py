@@ -191,11 +191,12 @@ def _remove_abandoned(path: Path) -> None:
     pattern = re.compile(rf"^\.{re.escape(path.name)}\.partial-(\d+)-")
     for sibling in path.parent.iterdir():
         match = pattern.match(sibling.name)
-        if match and sibling.is_dir() and not _process_alive(int(match.group(1))):
+        if match and sibling.is_dir() and not process_alive(int(match.group(1))):
             shutil.rmtree(sibling, ignore_errors=True)
 
 
-def _process_alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether a process of this machine with id ``pid`` exists (another user's included)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -37,6 +37,7 @@ from optuna.storages import BaseStorage
 from optuna.trial import TrialState
 
 from hvps_lightning.errors import HVPSError
+from hvps_lightning.io import process_alive
 
 #: An RDB trial whose worker sent no heartbeat for this long is failed by the other workers.
 HEARTBEAT_INTERVAL_S = 30
@@ -123,16 +124,6 @@ def worker_identity() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def fail_dead_local_trials(study: optuna.Study) -> list[int]:
     """Mark FAIL the RUNNING trials whose worker ran on this host and is no longer alive.
 
@@ -146,7 +137,7 @@ def fail_dead_local_trials(study: optuna.Study) -> list[int]:
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         owner = str(trial.user_attrs.get(WORKER_ATTR, ""))
         owner_host, _, pid = owner.rpartition(":")
-        if owner_host != host or not pid.isdigit() or _pid_alive(int(pid)):
+        if owner_host != host or not pid.isdigit() or process_alive(int(pid)):
             continue
         try:
             study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
