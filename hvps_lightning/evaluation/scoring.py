@@ -27,7 +27,7 @@ from typing import Any
 from hvps_lightning.errors import HVPSError
 from hvps_lightning.evaluation.ground_truth import GroundTruth
 from hvps_lightning.evaluation.semantic import SemanticSource
-from hvps_lightning.formats.mots_txt import MOTSObject
+from hvps_lightning.formats.mots_txt import MOTS_CLASS_NAMES, MOTSObject
 from hvps_lightning.formats.tracked import mots_objects
 from hvps_lightning.metrics.functional_stq import STQAccumulator, STQLabelSpace
 from hvps_lightning.panoptic.fusion import DEFAULT_UNCOVERED, UNCOVERED_RULES, fuse_panoptic
@@ -39,8 +39,6 @@ from hvps_lightning.tracking.tracker import track_sequence
 
 #: what :func:`track_fuse_score` can compute
 SCORE_KINDS = ("aq", "stq", "mots")
-#: MOTS class id -> the name used in score keys
-MOTS_CLASS_NAMES = {1: "car", 2: "pedestrian"}
 #: the MOTS metrics reported per class
 MOTS_KEYS = ("sMOTSA", "MOTSA", "MOTSP", "IDF1", "IDSW", "HOTA", "DetA", "AssA", "TP", "FP", "FN")
 

@@ -80,7 +80,7 @@ def test_missing_inputs_are_user_errors(sim_cache, tmp_path):
 
 def test_mots_objectives_score_the_written_mots_txt(sim_cache, tmp_path):
     from hvps_lightning.cli import main
-    from hvps_lightning.metrics.mots import evaluate_mots_folders
+    from hvps_lightning.evaluation.mots_folders import evaluate_mots_folders
 
     data = load_sweep_data(sim_cache["cache"], sim_cache["root"], "idf1")
     first = data.detections["0002"]
