@@ -280,9 +280,9 @@ def log_to_wandb(out: Path, rows: list[dict[str, Any]], group: str, mode: str) -
     """One finished W&B run per evaluated row, all in the ablation's group, plus the table and plot."""
     import wandb
 
-    from hvps_lightning.lightning.wandb import resolve_wandb_mode
+    from hvps_lightning.wandb_io import resolve_wandb_mode
 
-    resolved = resolve_wandb_mode(mode)  # type: ignore[arg-type]
+    resolved = resolve_wandb_mode(mode)
     os.makedirs(out / "wandb", exist_ok=True)
     for row in rows:
         name = f"eval-{row['variant']}-{_slug(row['tracker'])}-seed{row['seed']}"

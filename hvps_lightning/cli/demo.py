@@ -194,9 +194,9 @@ def log_results_to_wandb(out: Path, results: dict[str, Any], gifs: dict[str, Pat
     """One W&B run with the final metrics, per-class IoU and the overlay GIFs."""
     import wandb
 
-    from hvps_lightning.lightning.wandb import resolve_wandb_mode
+    from hvps_lightning.wandb_io import resolve_wandb_mode
 
-    resolved = resolve_wandb_mode(mode)  # type: ignore[arg-type]
+    resolved = resolve_wandb_mode(mode)
     os.makedirs(out / "wandb", exist_ok=True)
     run = wandb.init(
         project="hvps-lightning",

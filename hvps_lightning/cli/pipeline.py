@@ -19,12 +19,11 @@ import numpy as np
 
 from hvps_lightning.errors import HVPSError
 from hvps_lightning.io import atomic_open
+from hvps_lightning.wandb_io import WANDB_MODES
 
 #: MOTChallenge-STEP's reference validation sequence; the layout keeps it in the train/ folders
 VAL_SEQUENCE = "0002"
 GT_FOLDER = "train"
-#: values of the ``--wandb`` option of ``hvps demo`` and ``hvps ablate``
-WANDB_MODES = ("auto", "offline", "online", "disabled")
 
 #: finetuning stage -> the synthetic preset / dataset it trains on
 STAGE_PRESETS: dict[str, str] = {
@@ -167,7 +166,7 @@ def render_overlays(
 def check_wandb_mode(mode: str) -> None:
     """Raise :class:`HVPSError` naming ``--wandb`` unless ``mode`` is one of :data:`WANDB_MODES`."""
     if mode not in WANDB_MODES:
-        raise HVPSError(f"--wandb {mode}: expected auto, offline, online or disabled")
+        raise HVPSError(f"--wandb {mode}: expected one of {', '.join(WANDB_MODES)}")
 
 
 def evaluate_val_sequence(
