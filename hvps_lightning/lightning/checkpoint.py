@@ -70,13 +70,21 @@ def make_run_dir(root: str | Path, prefix: str = "") -> Path:
 
 
 def smoke_settings(trainer: L.Trainer) -> dict[str, Any]:
-    """The smoke settings of ``trainer`` that differ from a full run (empty for a full run)."""
-    found = {}
+    """The smoke settings of ``trainer`` that differ from a full run (empty for a full run).
+
+    A batch limit given as a number of batches (an int, even 1) is a smoke setting; as a
+    fraction it is one below 1.0 (Lightning reads ``1`` as one batch and ``1.0`` as all).
+    """
+    found: dict[str, Any] = {}
     for name, default in SMOKE_SETTINGS.items():
         value = getattr(trainer, name, default)
         if name == "fast_dev_run":
-            value = bool(value)
-        if value != default and value is not None:
+            smoke = bool(value)
+        elif name.startswith("limit_"):
+            smoke = value is not None and (isinstance(value, int) or float(value) < 1.0)
+        else:
+            smoke = value is not None and float(value) > 0
+        if smoke:
             found[name] = value
     return found
 
@@ -173,7 +181,7 @@ class RunCheckpoint(ModelCheckpoint):
             "fingerprint": fingerprint(identity),
             "identity": identity,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            "resumed_from": str(trainer.ckpt_path) if trainer.ckpt_path else None,
+            "resumed_from": None,  # set when Lightning restores the checkpoint (on_load_checkpoint)
             "wandb": wandb_run_info(trainer),
         }
         path = Path(str(self.dirpath)) / RUN_FILE
@@ -216,11 +224,16 @@ class RunCheckpoint(ModelCheckpoint):
     def on_load_checkpoint(
         self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
     ) -> None:
-        """Say which file the run resumes from, and at which step."""
+        """Say which file the run resumes from, and at which step (also into ``run.json``)."""
         rank_zero_info(
             f"resuming from {trainer.ckpt_path} (global step {checkpoint.get('global_step')}, "
             f"epoch {checkpoint.get('epoch')})"
         )
+        record = read_run_record(str(self.dirpath)) if self.dirpath and trainer.is_global_zero else None
+        if record is not None:
+            record["resumed_from"] = str(trainer.ckpt_path)
+            record["resumed_from_step"] = checkpoint.get("global_step")
+            write_json(Path(str(self.dirpath)) / RUN_FILE, record)
 
     # ----------------------------------------------------------------------- the final weights
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -242,6 +255,7 @@ def wandb_run_info(trainer: L.Trainer) -> dict[str, Any] | None:
             continue
         run = logger.experiment
         mode = getattr(getattr(run, "settings", None), "mode", None)
+        mode = {"dryrun": "offline", "run": "online"}.get(mode, mode)  # Lightning sets WANDB_MODE=dryrun
         if not getattr(run, "id", None) or mode == "disabled":
             return None
         return {"id": run.id, "name": getattr(run, "name", None), "project": getattr(run, "project", None),
