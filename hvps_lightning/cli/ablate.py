@@ -129,7 +129,9 @@ def run(cfg: Namespace) -> int:
                  "--config", f"ablations/ta_sa/{name}",
                  "--config", "predict/mots", "--data.init_args.root", root,
                  "--trainer.default_root_dir", work, "--trainer.callbacks.init_args.output_dir", cache,
-                 "--ckpt_path", ckpt],
+                 "--ckpt_path", ckpt, "--trainer.logger.init_args.save_dir", out / "wandb",
+                 "--trainer.logger.init_args.mode", cfg.wandb, "--trainer.logger.init_args.group", group,
+                 "--trainer.logger.init_args.name", f"predict-{name}-seed{seed}"],
             )  # fmt: skip
             if ta and sa:
                 full_caches.append(cache)

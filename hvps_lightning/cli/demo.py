@@ -150,7 +150,8 @@ def run(cfg: Namespace) -> int:
              "--config", f"demo/{model}",
              "--config", f"predict/{model}",
              "--data.init_args.root", mot_root, "--trainer.default_root_dir", out / "runs" / "predict",
-             "--trainer.callbacks.init_args.output_dir", cache / writer, "--ckpt_path", checkpoints[model]],
+             "--trainer.callbacks.init_args.output_dir", cache / writer, "--ckpt_path", checkpoints[model],
+             *common],
         )  # fmt: skip
 
     # 4. track + fuse

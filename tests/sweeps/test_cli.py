@@ -39,7 +39,7 @@ def test_sweep_finds_a_config_at_least_as_good_as_the_default_and_hvps_track_rea
     assert best_config == TrackerConfig().replace(**best["params"])
     tracked = tmp_path / "tracked"
     code = main(["track", "--detections", str(sim_cache["cache"]), "--out", str(tracked),
-                 "--tracker-config", str(out / "best.yaml"), "--progress", "false"])  # fmt: skip
+                 "--tracker-config", str(out / "best.yaml"), "--quiet"])  # fmt: skip
     assert code == 0
     assert yaml.safe_load((tracked / "tracker_config.yaml").read_text()) == best_config.to_dict()
     assert best["value"] == pytest.approx(evaluate_config(data, best_config)["aq"])
