@@ -88,8 +88,13 @@ def test_last_skips_smoke_runs_and_the_final_weights_are_saved(
 
 @pytest.mark.slow
 def test_init_from_names_the_step_it_loads(synth_mot_step_root: Path, tmp_path: Path) -> None:
-    assert main(fit_args(synth_mot_step_root, tmp_path / "a", "--trainer.max_steps", "2")) == 0
+    assert main(fit_args(synth_mot_step_root, tmp_path / "a", "--trainer.max_steps", "2",
+                         "--trainer.log_every_n_steps", "1")) == 0  # fmt: skip
     (ckpt,) = (tmp_path / "a" / "checkpoints").glob("*/last.ckpt")
+    # the training curves beside the checkpoints (TrainingCurves of the base configs)
+    curves = (ckpt.parent / "curves.csv").read_text().splitlines()
+    assert curves[0].startswith("step,epoch,") and "train/loss" in curves[0] and len(curves) == 3
+    assert (ckpt.parent / "curves.png").stat().st_size > 5000
     cli = lightning_cli(fit_args(synth_mot_step_root, tmp_path / "b", "--trainer.max_steps", "1",
                                      "--model.init_args.init_from", str(ckpt)))  # fmt: skip
     _, source = cli.model.previous_stage_state(ckpt)
