@@ -198,6 +198,7 @@ def run(cfg: Namespace) -> int:
         out, rows, analysis, steps=steps, frames=frames, seeds=cfg.seeds, block_frames=cfg.block_frames
     )
     log_to_wandb(out, rows, analysis, group, cfg.wandb)
+    console = Console()  # the tables also with --quiet
     console.print((out / "ablation.md").read_text(), markup=False, highlight=False)
     console.print(
         f"outputs in {out}: ablation.csv, ablation.json, ablation.md, ablation.png, wandb/ (group {group})"

@@ -170,7 +170,13 @@ def check_wandb_mode(mode: str) -> None:
 
 
 def evaluate_val_sequence(
-    runner: CommandRunner, root: Path, pred: Path, step_json: Path, mots_json: Path, suffix: str = ""
+    runner: CommandRunner,
+    root: Path,
+    pred: Path,
+    step_json: Path,
+    mots_json: Path,
+    suffix: str = "",
+    quiet: bool = False,
 ) -> None:
     """``hvps evaluate step`` and ``mots`` of the :data:`VAL_SEQUENCE` predictions in ``pred``.
 
@@ -180,10 +186,11 @@ def evaluate_val_sequence(
     runner.run(
         f"evaluate step{suffix}",
         ["evaluate", "step", "--gt", root / "panoptic_maps" / GT_FOLDER, "--pred", pred / "step",
-         "--dataset", "motchallenge_step", "--sequences", VAL_SEQUENCE, "--output", step_json],
+         "--dataset", "motchallenge_step", "--sequences", VAL_SEQUENCE, "--output", step_json,
+         *(["--quiet"] if quiet else [])],
     )  # fmt: skip
     runner.run(
         f"evaluate mots{suffix}",
         ["evaluate", "mots", "--gt", root / "instances_txt" / GT_FOLDER, "--pred", pred / "mots",
-         "--sequences", VAL_SEQUENCE, "--output", mots_json],
+         "--sequences", VAL_SEQUENCE, "--output", mots_json, *(["--quiet"] if quiet else [])],
     )  # fmt: skip

@@ -108,3 +108,15 @@ def test_wandb_mode_resolution(monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "disabled")
     assert resolve_wandb_mode("auto") == "disabled"
     assert resolve_wandb_mode("offline") == "offline"
+
+
+def test_progress_reports_finished_trials_and_the_best_so_far(make_settings, tmp_path):
+    calls = []
+    summary = run_tracker_sweep(
+        make_settings(n_trials=4), tmp_path / "out", wandb="disabled",
+        progress=lambda done, total, **postfix: calls.append((done, total, postfix)),
+    )  # fmt: skip
+    assert [c[0] for c in calls] == [1, 2, 3, 4] and {c[1] for c in calls} == {4}
+    best = [float(c[2]["aq"]) for c in calls]
+    assert best == sorted(best)  # best so far never decreases
+    assert best[-1] == pytest.approx(summary["best"]["value"], abs=1e-4)
