@@ -30,7 +30,7 @@ from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
 from hvps_lightning.cli.progress import add_quiet_argument, progress_bar
 from hvps_lightning.errors import HVPSError
 from hvps_lightning.sweeps.study import OBJECTIVES, SAMPLERS, TRIAL_ERRORS
-from hvps_lightning.wandb_io import WANDB_MODES, resolve_path
+from hvps_lightning.wandb_io import WANDB_MODES, is_artifact_reference, resolve_path
 
 CONFIG_CLASS = "hvps_lightning.tracking.config:TrackerConfig"
 
@@ -207,17 +207,22 @@ def _resolve_artifacts(cfg: Namespace) -> None:
         cfg.semantic = resolve_path(cfg.semantic, "dataset", "--semantic")
 
 
+def _local(value: str) -> str:
+    """An absolute path, or an artifact reference unchanged (an exported W&B sweep resolves it per run)."""
+    return value if is_artifact_reference(value) else str(Path(value).resolve())
+
+
 def _data_kwargs(cfg: Namespace, objective: str) -> dict[str, Any]:
     for option, value in (("--detections", cfg.detections), ("--gt", cfg.gt), ("--semantic", cfg.semantic)):
-        if value is not None and not Path(value).is_dir():
+        if value is not None and not is_artifact_reference(value) and not Path(value).is_dir():
             raise HVPSError(f"{option} {value}: not a folder")
     if objective == "stq" and not cfg.semantic:
         raise HVPSError("--semantic: the stq objective needs the semantic cache (or use --objective aq)")
     return {
         "config_class": CONFIG_CLASS,
-        "detections": str(Path(cfg.detections).resolve()),
+        "detections": _local(cfg.detections),
         "gt": str(Path(cfg.gt).resolve()),
-        "semantic": str(Path(cfg.semantic).resolve()) if cfg.semantic else None,
+        "semantic": _local(cfg.semantic) if cfg.semantic else None,
         "objective": objective,
         "split": cfg.split,
         "dataset": cfg.dataset,
@@ -227,9 +232,9 @@ def _data_kwargs(cfg: Namespace, objective: str) -> dict[str, Any]:
 
 def _trial_args(cfg: Namespace, objective: str) -> list[str]:
     """The ``hvps sweep trial`` arguments that reproduce this sweep's data and base config."""
-    args = ["--detections", str(Path(cfg.detections).resolve()), "--gt", str(Path(cfg.gt).resolve())]
+    args = ["--detections", _local(cfg.detections), "--gt", str(Path(cfg.gt).resolve())]
     if cfg.semantic:
-        args += ["--semantic", str(Path(cfg.semantic).resolve())]
+        args += ["--semantic", _local(cfg.semantic)]
     args += ["--objective", objective]
     for option, value in (("--split", cfg.split), ("--dataset", cfg.dataset)):
         if value:

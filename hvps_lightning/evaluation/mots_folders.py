@@ -219,7 +219,8 @@ def evaluate_mots_folders(
         sequences: score only these sequences.
         seqmap: a seqmap choosing the sequences and giving their lengths.
         output_dir: also write TrackEval's ``<class>_summary.txt`` / ``<class>_detailed.csv`` here.
-        progress: called with (sequences read, sequences in all) as the files are read.
+        progress: called with (steps done, steps in all): reading each sequence, then scoring it
+            for each class.
 
     Returns:
         ``{"combined": M, "per_sequence": {seq: M}, "classes": {name: {"combined", "per_sequence"}},
@@ -237,16 +238,24 @@ def evaluate_mots_folders(
     pred: dict[str, list[MOTSObject]] = {}
     sources: dict[str, tuple[str, str]] = {}
     lengths: dict[str, int] = {}
-    for done, (sequence, gt_file) in enumerate(truth.files.items(), start=1):
+    total = len(truth.files) * (1 + len(chosen))
+    done = 0
+
+    def step() -> None:
+        nonlocal done
+        done += 1
+        if progress is not None:
+            progress(done, total)
+
+    for sequence, gt_file in truth.files.items():
         gt[sequence] = read_mots_txt(gt_file)
         pred[sequence] = read_mots_txt(pred_files[sequence])
         sources[sequence] = (str(gt_file), str(pred_files[sequence]))
         lengths[sequence] = _length(truth, sequence, gt[sequence], pred[sequence], sources[sequence])
-        if progress is not None:
-            progress(done, len(truth.files))
+        step()
     result: dict[str, Any] = {"classes": {}}
     for name, class_id in chosen.items():
-        counts = mots_counts(gt, pred, class_id, sources, lengths)
+        counts = mots_counts(gt, pred, class_id, sources, lengths, on_sequence=step)
         combined = sum(counts.values(), MOTSCounts())
         result["classes"][name] = {
             "combined": combined.metrics(),

@@ -55,7 +55,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -562,11 +562,13 @@ def mots_counts(
     class_id: int = PEDESTRIAN_CLASS,
     sources: Mapping[str, tuple[str, str]] | None = None,
     lengths: Mapping[str, int] | None = None,
+    on_sequence: Callable[[], None] | None = None,
 ) -> dict[str, MOTSCounts]:
     """The counts of every sequence of ``gt`` (see :func:`evaluate_mots` for the arguments).
 
     Sum them (``sum(counts.values(), MOTSCounts())``) to combine sequences, or any subset of
-    them: blocks of frames, resampled sequences.
+    them: blocks of frames, resampled sequences. ``on_sequence`` is called after each sequence
+    (a progress bar).
     """
     sources = sources or {}
     lengths = lengths or {}
@@ -581,6 +583,8 @@ def mots_counts(
         check_no_overlap(pred[sequence], pred_where)
         data = preprocess_sequence(gt[sequence], pred[sequence], class_id, pred_where, lengths.get(sequence))
         counts[sequence] = sequence_counts(data)
+        if on_sequence is not None:
+            on_sequence()
     return counts
 
 
