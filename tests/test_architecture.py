@@ -18,7 +18,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "hvps_lightning"
 #: bottom to top; a folder may import only folders of a lower rank (and itself)
 LAYERS: list[tuple[str, ...]] = [
     ("errors",),
-    ("io",),
+    ("io", "wandb_io"),
     ("structures",),
     ("formats", "viz"),
     ("data",),

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from jsonargparse import ArgumentParser, Namespace
 
+from hvps_lightning.cli.progress import add_quiet_argument, progress_bar
 from hvps_lightning.errors import HVPSError
 from hvps_lightning.structures.specs import SPECS, DatasetSpec, get_spec
 
@@ -43,6 +44,7 @@ def build_parser() -> ArgumentParser:
         help="check only these split folders (e.g. train val)",
     )
     check.add_argument("--workers", type=int, default=2, help="threads reading files")
+    add_quiet_argument(check)
     subcommands.add_subcommand("check", check, help="check a dataset root")
     subcommands.add_subcommand("cache", _cache_parser(), help="write a resized copy of a dataset root")
     return parser
@@ -72,6 +74,7 @@ def _cache_parser() -> ArgumentParser:
     cache.add_argument("--workers", type=int, default=2, help="threads reading and writing files")
     cache.add_argument("--jpeg-quality", type=int, default=95, help="quality of re-encoded JPEG frames")
     cache.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    add_quiet_argument(cache)
     return cache
 
 
@@ -130,16 +133,18 @@ def _run_cache(options: Namespace) -> int:
 
     spec = _check_options(options)
     try:
-        summary = write_resized_copy(
-            spec,
-            options.root,
-            options.out,
-            options.size,
-            folders=options.splits,
-            workers=options.workers,
-            jpeg_quality=options.jpeg_quality,
-            overwrite=options.overwrite,
-        )
+        with progress_bar(options.quiet, unit="seq", desc="data cache") as progress:
+            summary = write_resized_copy(
+                spec,
+                options.root,
+                options.out,
+                options.size,
+                folders=options.splits,
+                workers=options.workers,
+                jpeg_quality=options.jpeg_quality,
+                overwrite=options.overwrite,
+                progress=progress,
+            )
     except OSError as exc:  # a full disk, an unwritable folder: one line, no traceback
         raise HVPSError(f"{exc.filename or options.out}: {exc.strerror or exc}") from None
     height, width = options.size
@@ -156,7 +161,10 @@ def _run_check(options: Namespace) -> int:
 
     spec = _check_options(options)
     try:
-        report = check_dataset(spec, options.root, options.splits, workers=options.workers)
+        with progress_bar(options.quiet, unit="seq", desc="data check") as progress:
+            report = check_dataset(
+                spec, options.root, options.splits, workers=options.workers, progress=progress
+            )
     except OSError as exc:  # an unreadable folder (permissions...): one line, no traceback
         raise HVPSError(f"{exc.filename or options.root}: {exc.strerror or exc}") from None
     for warning in report.warnings:

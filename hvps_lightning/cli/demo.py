@@ -38,6 +38,7 @@ from hvps_lightning.cli.pipeline import (
     render_overlays,
     synth_sequences,
 )
+from hvps_lightning.cli.progress import add_quiet_argument
 from hvps_lightning.io import write_json
 
 
@@ -86,8 +87,9 @@ def build_parser() -> ArgumentParser:
         "--wandb",
         type=str,
         default="auto",
-        help="W&B mode: auto (offline without an API key), offline, online, disabled",
+        help="W&B mode: auto (offline without an API key), online, offline or disabled",
     )
+    add_quiet_argument(parser)
     return parser
 
 
@@ -95,7 +97,8 @@ def run(cfg: Namespace) -> int:
     """Run the demo; print the results table; return 0."""
     from rich.console import Console
 
-    console = Console(stderr=False)
+    console = Console(stderr=False, quiet=cfg.quiet)
+    quiet = ["--quiet"] if cfg.quiet else []
     budget = FAST if cfg.fast else FULL
     out = fresh_output_dir(cfg.out)
     if out != Path(cfg.out):
@@ -113,12 +116,14 @@ def run(cfg: Namespace) -> int:
         runner.run(
             f"synth {preset}",
             ["synth", "--preset", preset, "--out", roots[preset], "--seed", cfg.seed,
-             "--frames", budget.frames[preset], "--sequences", budget.sequences[preset]],
+             "--frames", budget.frames[preset], "--sequences", budget.sequences[preset], *quiet],
         )  # fmt: skip
 
     # 2. staged finetuning of both models
     common = ["--seed_everything", cfg.seed, "--trainer.logger.init_args.save_dir", out / "wandb",
               "--trainer.logger.init_args.mode", cfg.wandb]  # fmt: skip
+    if cfg.quiet:
+        common += ["--trainer.enable_progress_bar", "false"]
     checkpoints: dict[str, Path] = {}
     for model, steps in (("mots", budget.mots_steps), ("semantic", budget.semantic_steps)):
         previous: Path | None = None
@@ -150,7 +155,8 @@ def run(cfg: Namespace) -> int:
              "--config", f"demo/{model}",
              "--config", f"predict/{model}",
              "--data.init_args.root", mot_root, "--trainer.default_root_dir", out / "runs" / "predict",
-             "--trainer.callbacks.init_args.output_dir", cache / writer, "--ckpt_path", checkpoints[model]],
+             "--trainer.callbacks.init_args.output_dir", cache / writer, "--ckpt_path", checkpoints[model],
+             *common],
         )  # fmt: skip
 
     # 4. track + fuse
@@ -158,11 +164,13 @@ def run(cfg: Namespace) -> int:
     runner.run(
         "track",
         ["track", "--detections", cache / "detections", "--semantic", cache / "semantic", "--out", tracked,
-         "--tracker-config", "tracker/default", "--dataset", "motchallenge_step"],
+         "--tracker-config", "tracker/default", "--dataset", "motchallenge_step", *quiet],
     )  # fmt: skip
 
     # 5. evaluate against the generated ground truth of the validation sequence
-    evaluate_val_sequence(runner, mot_root, tracked, out / "eval_step.json", out / "eval_mots.json")
+    evaluate_val_sequence(
+        runner, mot_root, tracked, out / "eval_step.json", out / "eval_mots.json", quiet=cfg.quiet
+    )
 
     # 6. overlays, results, W&B summary, table
     gifs = {}
@@ -187,7 +195,7 @@ def run(cfg: Namespace) -> int:
     }
     write_json(out / "results.json", results)
     log_results_to_wandb(out, results, gifs, mode=cfg.wandb)
-    print_results(console, out, results)
+    print_results(Console(stderr=False), out, results)  # the results also with --quiet
     return 0
 
 
@@ -195,9 +203,9 @@ def log_results_to_wandb(out: Path, results: dict[str, Any], gifs: dict[str, Pat
     """One W&B run with the final metrics, per-class IoU and the overlay GIFs."""
     import wandb
 
-    from hvps_lightning.lightning.wandb import resolve_wandb_mode
+    from hvps_lightning.wandb_io import resolve_wandb_mode
 
-    resolved = resolve_wandb_mode(mode)  # type: ignore[arg-type]
+    resolved = resolve_wandb_mode(mode)
     os.makedirs(out / "wandb", exist_ok=True)
     run = wandb.init(
         project="hvps-lightning",

@@ -1,13 +1,18 @@
 """``hvps evaluate step`` (STQ from STEP PNGs) and ``hvps evaluate mots`` (MOTS metrics from MOTS txt).
 
 ``hvps evaluate step --gt DIR --pred DIR (--dataset NAME | --num-classes N --things I [I ...]
-[--ignore-label L]) --output FILE [--workers N] [--quiet]`` reads ``<seq>/<frame>.png`` from
-both folders, frames matched by name, decoded by a pool of threads and scored in frame order
-(:mod:`hvps_lightning.evaluation.step_folders`), and writes the JSON of docs/ARCHITECTURE.md. A progress bar
-(frames/s, ETA) goes to stderr when it is a terminal, unless ``--quiet``.
+[--ignore-label L]) --output FILE [--workers N] [--plot PNG] [--quiet]`` reads ``<seq>/<frame>.png``
+from both folders, frames matched by name, decoded by a pool of threads and scored in frame
+order (:mod:`hvps_lightning.evaluation.step_folders`), and writes the JSON of docs/ARCHITECTURE.md;
+``--plot`` also draws the per-class IoU as bars.
 
-``hvps evaluate mots --gt DIR --pred DIR --output FILE [--class-id 2]`` reads ``<seq>.txt``
-MOTS files and writes ``{"combined": M, "per_sequence": {seq: M}}``.
+``hvps evaluate mots --gt DIR --pred DIR --output FILE [--classes car pedestrian] [--seqmap FILE]
+[--output-dir DIR]`` reads the ground truth in the MOTS20, KITTI-MOTS or flat ``<seq>.txt``
+layout (:mod:`hvps_lightning.evaluation.mots_folders`), writes ``{"combined": M, "per_sequence":
+{seq: M}, "classes": {...}}`` and, with ``--output-dir``, TrackEval's ``<class>_summary.txt`` and
+``<class>_detailed.csv``.
+
+Both draw a progress bar (rate, ETA) on stderr when it is a terminal, unless ``--quiet``.
 
 Both print a one-line summary; every user error (missing frame, size mismatch, unreadable
 file, invalid labels, overlapping masks, an --output that cannot be written) is an
@@ -21,13 +26,12 @@ import math
 import os
 import sys
 import tempfile
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
 from jsonargparse import ArgumentParser, Namespace
 
+from hvps_lightning.cli.progress import add_quiet_argument, progress_bar
 from hvps_lightning.errors import HVPSError, file_error
 from hvps_lightning.io import write_json
 
@@ -60,22 +64,46 @@ def build_parser() -> ArgumentParser:
     step.add_argument(
         "--workers", type=int, default=None, help="PNG decoder threads beside the metric (default: the cores)"
     )
-    step.add_argument("--quiet", action="store_true", help="no progress bar")
+    step.add_argument(
+        "--plot", type=str | None, default=None, help="also draw the per-class IoU as bars into this PNG"
+    )
+    add_quiet_argument(step)
     subcommands.add_subcommand("step", step, help="STQ from folders of STEP PNGs")
 
     mots = ArgumentParser(
         description=(
-            "MOTS metrics (sMOTSA, MOTSA, MOTSP, IDF1, HOTA; TrackEval MOTSChallenge semantics) of "
-            "folders of <seq>.txt MOTS files; every ground-truth file needs a prediction file."
+            "MOTS metrics (sMOTSA, MOTSA, MOTSP, IDF1, HOTA; TrackEval's MOTSChallenge/KittiMOTS semantics). "
+            "--gt in the MOTS20 layout (<seq>/gt/gt.txt + seqinfo.ini), the KITTI-MOTS layout "
+            "(instances_txt/<seq>.txt or label_02/<seq>.txt, frames from 0) or a folder of <seq>.txt; "
+            "--pred a folder of <seq>.txt (or TrackEval's data/ folder of them)."
         )
     )
-    mots.add_argument("--gt", required=True, type=str, help="ground-truth folder of <seq>.txt")
+    mots.add_argument("--gt", required=True, type=str, help="ground truth (MOTS20, KITTI-MOTS or <seq>.txt)")
     mots.add_argument("--pred", required=True, type=str, help="prediction folder of <seq>.txt")
     mots.add_argument("--output", required=True, type=str, help="JSON file to write")
-    mots.add_argument("--class-id", type=int, default=2, help="MOTS class to evaluate (2 pedestrian, 1 car)")
+    mots.add_argument(
+        "--classes",
+        type=str,
+        nargs="+",
+        default=["pedestrian"],
+        help="classes to score, each on its own (car pedestrian, or ids 1 2); the first fills the top level",
+    )
+    mots.add_argument(
+        "--seqmap",
+        type=str | None,
+        default=None,
+        help="seqmap choosing the sequences and their lengths (MOTS20: name + one per line; KITTI rows)",
+    )
+    mots.add_argument(
+        "--output-dir",
+        type=str | None,
+        default=None,
+        help="also write TrackEval's <class>_summary.txt and <class>_detailed.csv here",
+    )
     mots.add_argument(
         "--sequences", type=str, default=None, nargs="+", help="evaluate only these GT sequences"
     )
+    add_quiet_argument(mots)
     subcommands.add_subcommand("mots", mots, help="MOTS metrics from folders of MOTS txt files")
     return parser
 
@@ -89,15 +117,21 @@ def run(cfg: Namespace) -> int:
         if options.workers is not None and options.workers < 1:
             raise HVPSError(f"--workers must be positive, got {options.workers}")
         check_output(options.output)
+        if options.plot is not None:
+            check_output(options.plot, "--plot")
         import cv2
 
         from hvps_lightning.evaluation.step_folders import evaluate_step_folders, keep_frames_in_the_heap
 
         cv2.setNumThreads(1)  # the decoder pool is the parallelism; OpenCV's own threads would compete
         keep_frames_in_the_heap()
-        with _progress_bar(disabled=options.quiet) as progress:
+        with progress_bar(options.quiet, unit="frame", desc="evaluate step") as progress:
             result = evaluate_step_folders(**kwargs, workers=options.workers, progress=progress, warn=_warn)
         write_json(options.output, result)
+        if options.plot is not None:
+            from hvps_lightning.viz.plots import plot_iou_per_class
+
+            plot_iou_per_class(result, options.plot, title=f"{options.pred} vs {options.gt}")
         print(
             f"hvps evaluate step: STQ {_percent(result['stq'])}  AQ {_percent(result['aq'])}  "
             f"SQ {_percent(result['sq'])}  ({len(result['per_sequence'])} sequences, "
@@ -107,19 +141,32 @@ def run(cfg: Namespace) -> int:
     if command == "mots":
         options = cfg.mots
         check_output(options.output)
-        from hvps_lightning.metrics.mots import evaluate_mots_folders
+        if options.output_dir is not None:
+            check_output_dir(options.output_dir)
+        from hvps_lightning.evaluation.mots_folders import class_ids, evaluate_mots_folders
 
-        result = evaluate_mots_folders(
-            options.gt, options.pred, class_id=options.class_id, sequences=options.sequences
-        )
+        class_ids(options.classes)  # an unknown class fails before any file is read
+        with progress_bar(options.quiet, unit="seq", desc="evaluate mots") as progress:
+            result = evaluate_mots_folders(
+                options.gt,
+                options.pred,
+                classes=options.classes,
+                sequences=options.sequences,
+                seqmap=options.seqmap,
+                output_dir=options.output_dir,
+                progress=progress,
+            )
         write_json(options.output, result)
-        combined = result["combined"]
-        print(
-            f"hvps evaluate mots: sMOTSA {_percent(combined['sMOTSA'])}  "
-            f"MOTSA {_percent(combined['MOTSA'])}  "
-            f"IDF1 {_percent(combined['IDF1'])}  HOTA {_percent(combined['HOTA'])}  "
-            f"({len(result['per_sequence'])} sequences) -> {options.output}"
-        )
+        written = options.output + (f" and {options.output_dir}/" if options.output_dir else "")
+        for name, scores in result["classes"].items():
+            combined = scores["combined"]
+            print(
+                f"hvps evaluate mots: {name}: sMOTSA {_percent(combined['sMOTSA'])}  "
+                f"MOTSA {_percent(combined['MOTSA'])}  "
+                f"IDF1 {_percent(combined['IDF1'])}  HOTA {_percent(combined['HOTA'])}  "
+                f"({len(scores['per_sequence'])} sequences, {result['layout']} layout)"
+            )
+        print(f"hvps evaluate mots: wrote {written}")
         return 0
     raise HVPSError("usage: hvps evaluate {step,mots} ...; see `hvps evaluate --help`")
 
@@ -128,7 +175,7 @@ def _warn(message: str) -> None:
     print(f"hvps evaluate: warning: {message}", file=sys.stderr)
 
 
-def check_output(output: str) -> None:
+def check_output(output: str, option: str = "--output") -> None:
     """Refuse an ``--output`` that is a folder or lies where no file can be written.
 
     Checked before any frame is evaluated; the nearest existing folder on the way is probed
@@ -139,48 +186,30 @@ def check_output(output: str) -> None:
     """
     path = Path(output)
     if path.is_dir():
-        raise file_error(path, "--output is a folder; give the path of the JSON file to write")
+        raise file_error(path, f"{option} is a folder; give the path of the file to write")
     folder = path.parent
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent
     if not folder.is_dir():
-        raise file_error(path, f"--output cannot be written: {folder} is not a folder")
+        raise file_error(path, f"{option} cannot be written: {folder} is not a folder")
     try:
         handle, probe = tempfile.mkstemp(prefix=".hvps-write-test-", dir=folder)
     except OSError as exc:
-        raise file_error(path, f"--output cannot be written in {folder} ({exc.strerror or exc})") from None
+        raise file_error(path, f"{option} cannot be written in {folder} ({exc.strerror or exc})") from None
     os.close(handle)
     os.unlink(probe)
 
 
-@contextmanager
-def _progress_bar(disabled: bool) -> Iterator[Callable[[int, int], None] | None]:
-    """A ``progress(done, total)`` callback drawing a tqdm bar on stderr (frames/s, ETA), or None.
+def check_output_dir(output_dir: str) -> None:
+    """Refuse an ``--output-dir`` that is a file (a folder is created, files in it are replaced).
 
-    Drawn only when stderr is a terminal; an error erases it so that the error stays one line.
+    Raises:
+        HVPSError: naming the path.
     """
-    if disabled or not sys.stderr.isatty():
-        yield None
-        return
-    from tqdm import tqdm
-
-    bar: Any = None
-
-    def progress(done: int, total: int) -> None:
-        nonlocal bar
-        if bar is None:
-            bar = tqdm(total=total, unit="frame", file=sys.stderr, dynamic_ncols=True)
-        bar.update(done - bar.n)
-
-    try:
-        yield progress
-    except BaseException:
-        if bar is not None:
-            bar.leave = False
-        raise
-    finally:
-        if bar is not None:
-            bar.close()
+    path = Path(output_dir)
+    if path.exists() and not path.is_dir():
+        raise file_error(path, "--output-dir is a file; give a folder")
+    check_output(str(path / "results.json"), "--output-dir")
 
 
 def _percent(value: float) -> str:

@@ -39,8 +39,19 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+def version() -> str:
+    """The installed version of hvps-lightning (``hvps --version``)."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed_version
+
+    try:
+        return installed_version("hvps-lightning")
+    except PackageNotFoundError:  # run from a checkout that is not installed
+        return "unknown (not installed)"
+
+
 def _usage() -> str:
-    lines = ["usage: hvps COMMAND [ARGS] [--debug]", "", "commands:"]
+    lines = ["usage: hvps COMMAND [ARGS] [--debug] | hvps --version", "", "commands:"]
     for name in LIGHTNING_COMMANDS:
         lines.append(f"  {name:<10} LightningCLI {name} (--config A.yaml [--config B.yaml])")
     for name, (_, text) in COMMANDS.items():
@@ -192,6 +203,9 @@ def main(args: Sequence[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(_usage())
         return 0 if argv else 2
+    if argv[0] in ("-V", "--version"):
+        print(f"hvps-lightning {version()}")
+        return 0
     command = argv[0]
     previous_handler = _stop_on_sigterm()
     try:

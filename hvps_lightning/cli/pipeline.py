@@ -19,12 +19,11 @@ import numpy as np
 
 from hvps_lightning.errors import HVPSError
 from hvps_lightning.io import atomic_open
+from hvps_lightning.wandb_io import WANDB_MODES
 
 #: MOTChallenge-STEP's reference validation sequence; the layout keeps it in the train/ folders
 VAL_SEQUENCE = "0002"
 GT_FOLDER = "train"
-#: values of the ``--wandb`` option of ``hvps demo`` and ``hvps ablate``
-WANDB_MODES = ("auto", "offline", "online", "disabled")
 
 #: finetuning stage -> the synthetic preset / dataset it trains on
 STAGE_PRESETS: dict[str, str] = {
@@ -167,11 +166,17 @@ def render_overlays(
 def check_wandb_mode(mode: str) -> None:
     """Raise :class:`HVPSError` naming ``--wandb`` unless ``mode`` is one of :data:`WANDB_MODES`."""
     if mode not in WANDB_MODES:
-        raise HVPSError(f"--wandb {mode}: expected auto, offline, online or disabled")
+        raise HVPSError(f"--wandb {mode}: expected one of {', '.join(WANDB_MODES)}")
 
 
 def evaluate_val_sequence(
-    runner: CommandRunner, root: Path, pred: Path, step_json: Path, mots_json: Path, suffix: str = ""
+    runner: CommandRunner,
+    root: Path,
+    pred: Path,
+    step_json: Path,
+    mots_json: Path,
+    suffix: str = "",
+    quiet: bool = False,
 ) -> None:
     """``hvps evaluate step`` and ``mots`` of the :data:`VAL_SEQUENCE` predictions in ``pred``.
 
@@ -181,10 +186,11 @@ def evaluate_val_sequence(
     runner.run(
         f"evaluate step{suffix}",
         ["evaluate", "step", "--gt", root / "panoptic_maps" / GT_FOLDER, "--pred", pred / "step",
-         "--dataset", "motchallenge_step", "--sequences", VAL_SEQUENCE, "--output", step_json],
+         "--dataset", "motchallenge_step", "--sequences", VAL_SEQUENCE, "--output", step_json,
+         *(["--quiet"] if quiet else [])],
     )  # fmt: skip
     runner.run(
         f"evaluate mots{suffix}",
         ["evaluate", "mots", "--gt", root / "instances_txt" / GT_FOLDER, "--pred", pred / "mots",
-         "--sequences", VAL_SEQUENCE, "--output", mots_json],
+         "--sequences", VAL_SEQUENCE, "--output", mots_json, *(["--quiet"] if quiet else [])],
     )  # fmt: skip

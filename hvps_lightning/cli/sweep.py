@@ -27,8 +27,10 @@ from typing import Any, Literal
 
 from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
 
+from hvps_lightning.cli.progress import add_quiet_argument, progress_bar
 from hvps_lightning.errors import HVPSError
 from hvps_lightning.sweeps.study import OBJECTIVES, SAMPLERS, TRIAL_ERRORS
+from hvps_lightning.wandb_io import WANDB_MODES, is_artifact_reference, resolve_path
 
 CONFIG_CLASS = "hvps_lightning.tracking.config:TrackerConfig"
 
@@ -49,9 +51,16 @@ _TRIALS_HELP = (
 
 
 def _add_data_arguments(parser: ArgumentParser) -> None:
-    parser.add_argument("--detections", type=str, required=True, help="detection cache folder (hvps predict)")
+    parser.add_argument(
+        "--detections",
+        type=str,
+        required=True,
+        help="detection cache folder (hvps predict), or a wandb-artifact://entity/project/name:version",
+    )
     parser.add_argument("--gt", type=str, required=True, help=_GT_HELP)
-    parser.add_argument("--semantic", type=str, default=None, help="semantic cache folder (needed for stq)")
+    parser.add_argument(
+        "--semantic", type=str, default=None, help="semantic cache folder or wandb-artifact:// (for stq)"
+    )
     parser.add_argument(
         "--objective",
         type=Literal[OBJECTIVES] | None,
@@ -81,7 +90,7 @@ def _add_data_arguments(parser: ArgumentParser) -> None:
 def _add_wandb_arguments(parser: ArgumentParser) -> None:
     parser.add_argument(
         "--wandb",
-        type=Literal["auto", "off", "offline", "online"],
+        type=Literal[WANDB_MODES],
         default="auto",
         help="W&B logging; auto: WANDB_MODE if set, online with WANDB_API_KEY or under a W&B agent, "
         "else offline",
@@ -125,6 +134,7 @@ def _tracker_parser() -> ArgumentParser:
         help="write a W&B sweep config (same ranges; runs `hvps sweep trial`) to this file and exit",
     )
     _add_wandb_arguments(parser)
+    add_quiet_argument(parser)
     return parser
 
 
@@ -190,17 +200,29 @@ def _base_params(cfg: Namespace) -> dict[str, Any]:
     return base.to_dict()
 
 
+def _resolve_artifacts(cfg: Namespace) -> None:
+    """Replace ``wandb-artifact://`` references of the caches by the local folders they download to."""
+    cfg.detections = resolve_path(cfg.detections, "dataset", "--detections")
+    if cfg.semantic:
+        cfg.semantic = resolve_path(cfg.semantic, "dataset", "--semantic")
+
+
+def _local(value: str) -> str:
+    """An absolute path, or an artifact reference unchanged (an exported W&B sweep resolves it per run)."""
+    return value if is_artifact_reference(value) else str(Path(value).resolve())
+
+
 def _data_kwargs(cfg: Namespace, objective: str) -> dict[str, Any]:
     for option, value in (("--detections", cfg.detections), ("--gt", cfg.gt), ("--semantic", cfg.semantic)):
-        if value is not None and not Path(value).is_dir():
+        if value is not None and not is_artifact_reference(value) and not Path(value).is_dir():
             raise HVPSError(f"{option} {value}: not a folder")
     if objective == "stq" and not cfg.semantic:
         raise HVPSError("--semantic: the stq objective needs the semantic cache (or use --objective aq)")
     return {
         "config_class": CONFIG_CLASS,
-        "detections": str(Path(cfg.detections).resolve()),
+        "detections": _local(cfg.detections),
         "gt": str(Path(cfg.gt).resolve()),
-        "semantic": str(Path(cfg.semantic).resolve()) if cfg.semantic else None,
+        "semantic": _local(cfg.semantic) if cfg.semantic else None,
         "objective": objective,
         "split": cfg.split,
         "dataset": cfg.dataset,
@@ -210,9 +232,9 @@ def _data_kwargs(cfg: Namespace, objective: str) -> dict[str, Any]:
 
 def _trial_args(cfg: Namespace, objective: str) -> list[str]:
     """The ``hvps sweep trial`` arguments that reproduce this sweep's data and base config."""
-    args = ["--detections", str(Path(cfg.detections).resolve()), "--gt", str(Path(cfg.gt).resolve())]
+    args = ["--detections", _local(cfg.detections), "--gt", str(Path(cfg.gt).resolve())]
     if cfg.semantic:
-        args += ["--semantic", str(Path(cfg.semantic).resolve())]
+        args += ["--semantic", _local(cfg.semantic)]
     args += ["--objective", objective]
     for option, value in (("--split", cfg.split), ("--dataset", cfg.dataset)):
         if value:
@@ -231,6 +253,8 @@ def run_tracker(cfg: Namespace) -> int:
     from hvps_lightning.sweeps.study import SweepSettings, validate_settings
 
     objective = _objective(cfg)
+    if not cfg.export_wandb:
+        _resolve_artifacts(cfg)
     if cfg.grid_points < 1:
         raise HVPSError(f"--grid-points {cfg.grid_points}: must be at least 1")
     n_jobs = (os.cpu_count() or 1) if cfg.n_jobs == -1 else cfg.n_jobs
@@ -259,7 +283,10 @@ def run_tracker(cfg: Namespace) -> int:
         raise HVPSError("--out: required (where best.yaml, trials.csv and the plots go)")
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    summary = run_tracker_sweep(settings, out, wandb=cfg.wandb, wandb_project=cfg.wandb_project)
+    with progress_bar(cfg.quiet, unit="trial", desc=f"sweep {settings.study_name}") as progress:
+        summary = run_tracker_sweep(
+            settings, out, wandb=cfg.wandb, wandb_project=cfg.wandb_project, progress=progress
+        )
     best = summary.get("best") or {}
     base_result = summary.get("base") or {}
     print(
@@ -295,15 +322,23 @@ def run_tracker_sweep(
     out: Path,
     wandb: str = "auto",
     wandb_project: str = "hvps-lightning",
+    progress: Any = None,
     **sweep_kwargs: Any,
 ) -> dict[str, Any]:
     """Run a sweep with W&B logging and write its outputs (also when interrupted); return the summary.
 
-    ``sweep_kwargs`` go to :func:`~hvps_lightning.sweeps.study.run_sweep` (tests pass an
-    evaluator or callbacks there).
+    ``progress(done, total, best=...)`` (a progress bar) is told the finished trials of the
+    study and the best value so far after every trial. ``sweep_kwargs`` go to
+    :func:`~hvps_lightning.sweeps.study.run_sweep` (tests pass an evaluator or callbacks there).
     """
     from hvps_lightning.sweeps.outputs import write_outputs
-    from hvps_lightning.sweeps.study import open_study, run_sweep, validate_settings
+    from hvps_lightning.sweeps.study import (
+        best_trial,
+        finished_trials,
+        open_study,
+        run_sweep,
+        validate_settings,
+    )
     from hvps_lightning.sweeps.wandb_log import SweepRunLogger, resolve_wandb_mode
 
     validate_settings(settings)  # user errors before a W&B run is started for nothing
@@ -312,8 +347,16 @@ def run_tracker_sweep(
     study = None
     summary: dict[str, Any] = {}
     exit_code = 1
+
+    def on_progress(current: Any) -> None:
+        logger.log_new(current)
+        if progress is not None:
+            best = best_trial(current)
+            postfix = {settings.objective: f"{best.value:.4f}"} if best is not None else {}
+            progress(min(len(finished_trials(current)), settings.n_trials), settings.n_trials, **postfix)
+
     try:
-        result = run_sweep(settings, on_progress=logger.log_new, **sweep_kwargs)
+        result = run_sweep(settings, on_progress=on_progress, **sweep_kwargs)
         study = result.study
         exit_code = 0
     except KeyboardInterrupt:
@@ -351,6 +394,7 @@ def run_trial(cfg: Namespace) -> int:
             params[name] = _integral(value, f"--{name}")
     full = {**base, **params}
     mode = resolve_wandb_mode(cfg.wandb)
+    _resolve_artifacts(cfg)
     evaluate = load_evaluator(**_data_kwargs(cfg, objective))
     try:
         metrics = evaluate(full)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from jsonargparse import ArgumentParser, Namespace
 
+from hvps_lightning.cli.progress import add_quiet_argument, bars_enabled
 from hvps_lightning.data.synthetic.generate import generate_dataset
 from hvps_lightning.data.synthetic.scene import PRESETS
 
@@ -39,7 +40,7 @@ def build_parser() -> ArgumentParser:
     parser.add_argument(
         "--overwrite", action="store_true", help="write into a non-empty folder that hvps synth did not write"
     )
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_quiet_argument(parser)
     return parser
 
 
@@ -54,7 +55,7 @@ def run(cfg: Namespace) -> int:
         width=cfg.width,
         seed=cfg.seed,
         overwrite=cfg.overwrite,
-        progress=not cfg.quiet,
+        progress=bars_enabled(cfg.quiet),
     )
     print(summary.format())
     return 0

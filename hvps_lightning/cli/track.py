@@ -28,14 +28,15 @@ else ``motchallenge_step``.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
 from jsonargparse import ArgumentParser, Namespace
 
+from hvps_lightning.cli.progress import add_quiet_argument, progress_bar
 from hvps_lightning.errors import HVPSError
 from hvps_lightning.structures.specs import SPECS
+from hvps_lightning.wandb_io import resolve_path
 
 DEFAULT_DATASET = "motchallenge_step"
 FUSION_RULES = ("crowd", "void", "stuff")
@@ -48,14 +49,22 @@ def build_parser() -> ArgumentParser:
         description="Track a detection cache (IA-MOT style tracker); write MOTS txt and, with "
         "--semantic, fused STEP panoptic PNGs; with --gt, score them.",
     )
-    parser.add_argument("--detections", type=str, required=True, help="detection cache folder (hvps predict)")
+    parser.add_argument(
+        "--detections",
+        type=str,
+        required=True,
+        help="detection cache folder (hvps predict), or a wandb-artifact://entity/project/name:version",
+    )
     parser.add_argument("--out", type=str, required=True, help="output folder: mots/, step/, summary.json")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --out whole")
     parser.add_argument(
         "--tracker-config", type=str | None, default=None, help="tracker YAML (default: built-in defaults)"
     )
     parser.add_argument(
-        "--semantic", type=str | None, default=None, help="semantic cache <seq>/<frame>.png: write STEP PNGs"
+        "--semantic",
+        type=str | None,
+        default=None,
+        help="semantic cache <seq>/<frame>.png (or wandb-artifact://...): write STEP PNGs",
     )
     parser.add_argument(
         "--gt",
@@ -79,7 +88,7 @@ def build_parser() -> ArgumentParser:
         default=None,
         help="what thing pixels no track covers become: crowd, void or stuff (default: the fusion's)",
     )
-    parser.add_argument("--progress", type=bool, default=True, help="show a progress bar on stderr")
+    add_quiet_argument(parser)
     return parser
 
 
@@ -95,8 +104,10 @@ def run(cfg: Namespace) -> int:
     from hvps_lightning.structures.specs import get_spec
     from hvps_lightning.tracking.config import TrackerConfig
 
-    detections = Path(cfg.detections)
     out = check_output_folder(cfg.out, cfg.overwrite)
+    detections = Path(resolve_path(cfg.detections, "dataset", "--detections"))
+    if cfg.semantic:
+        cfg.semantic = resolve_path(cfg.semantic, "dataset", "--semantic")
     if not detections.is_dir():
         raise HVPSError(f"--detections {detections}: not a folder")
     config = TrackerConfig.from_yaml(cfg.tracker_config) if cfg.tracker_config else TrackerConfig()
@@ -164,8 +175,15 @@ def _track_into(
         write_step_png(partial / STEP_DIR / sequence / f"{frame}.png", *fused)
 
     total = sum(len(frames) for frames, _ in cached.values())
-    progress = _progress(total, enabled=bool(cfg.progress))
-    try:
+    tracked_frames = 0
+    with progress_bar(cfg.quiet, unit="frame", desc="track") as progress:
+
+        def on_tracked() -> None:
+            nonlocal tracked_frames
+            tracked_frames += 1
+            if progress is not None:
+                progress(tracked_frames, total)
+
         result = track_fuse_score(
             {name: frames for name, (frames, _) in cached.items()},
             SemanticCache(semantic_dir) if semantic_dir is not None else None,
@@ -174,11 +192,8 @@ def _track_into(
             cfg.fusion_rule or DEFAULT_UNCOVERED,
             spec=spec,
             on_fused=write_fused,
-            on_tracked=progress.update if progress is not None else None,
+            on_tracked=on_tracked,
         )
-    finally:
-        if progress is not None:
-            progress.close()
     summary: dict[str, Any] = {"dataset": spec.name, "sequences": {}}
     for name, tracked in result.tracked.items():
         write_mots_sequence(partial, name, tracked.frame_names, tracked.tracks, spec)
@@ -196,10 +211,3 @@ def _track_into(
     write_json(partial / "summary.json", summary)
     return summary
 
-
-def _progress(total: int, enabled: bool) -> Any:
-    if not enabled:
-        return None
-    from tqdm import tqdm
-
-    return tqdm(total=total, unit="frame", desc="track", file=sys.stderr, leave=False)

@@ -15,6 +15,9 @@ numbers everywhere. Per sequence it runs the tracker, then per frame:
   ``mots/<class>/<metric>`` (sMOTSA, MOTSA, MOTSP, IDF1, IDSW, HOTA, ...).
 
 Which of the three run is chosen by ``scores``; a trial of a sweep computes only its objective.
+With ``block_frames`` the same scores are also kept per block of consecutive frames as
+summable statistics (:class:`BlockStatistics`: AQ's sum and tube count, MOTS count vectors),
+which the ablation's block bootstrap resamples (:mod:`hvps_lightning.evaluation.statistics`).
 """
 
 from __future__ import annotations
@@ -24,10 +27,12 @@ from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from hvps_lightning.errors import HVPSError
 from hvps_lightning.evaluation.ground_truth import GroundTruth
 from hvps_lightning.evaluation.semantic import SemanticSource
-from hvps_lightning.formats.mots_txt import MOTSObject
+from hvps_lightning.formats.mots_txt import MOTS_CLASS_NAMES, MOTSObject
 from hvps_lightning.formats.tracked import mots_objects
 from hvps_lightning.metrics.functional_stq import STQAccumulator
 from hvps_lightning.metrics.stq_inputs import STQLabelSpace
@@ -40,8 +45,6 @@ from hvps_lightning.tracking.tracker import track_sequence
 
 #: what :func:`track_fuse_score` can compute
 SCORE_KINDS = ("aq", "stq", "mots")
-#: MOTS class id -> the name used in score keys
-MOTS_CLASS_NAMES = {1: "car", 2: "pedestrian"}
 #: the MOTS metrics reported per class
 MOTS_KEYS = ("sMOTSA", "MOTSA", "MOTSP", "IDF1", "IDSW", "HOTA", "DetA", "AssA", "TP", "FP", "FN")
 
@@ -67,6 +70,40 @@ class TrackedSequence:
 
 
 @dataclass
+class BlockStatistics:
+    """Summable statistics of blocks of consecutive frames (tracks cut at block boundaries).
+
+    Attributes:
+        names: one name per block, ``<sequence>:<first frame>-<last frame>``, in sequence order.
+        aq: (blocks, 2) AQ sum and ground-truth tube count per block (AQ = sum / tubes), if AQ was scored.
+        mots: MOTS class name -> (blocks, k) :meth:`~hvps_lightning.metrics.mots.MOTSCounts.to_vector`.
+    """
+
+    names: list[str] = field(default_factory=list)
+    aq: np.ndarray | None = None
+    mots: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def metric(self, name: str) -> tuple[np.ndarray, Callable[[np.ndarray], np.ndarray]] | None:
+        """The block statistics of score ``name`` and the metric of their sums, or ``None`` if not kept.
+
+        ``name`` is ``aq`` or ``mots/<class>/<metric>``; the metric is vectorised over leading axes.
+        """
+        if name == "aq" and self.aq is not None:
+            return self.aq, _aq_of_sums
+        parts = name.split("/")
+        if len(parts) == 3 and parts[0] == "mots" and parts[1] in self.mots:
+            from hvps_lightning.metrics.mots import metric_from_vectors
+
+            key = parts[2]
+            return self.mots[parts[1]], lambda vectors: metric_from_vectors(vectors, key)
+        return None
+
+
+def _aq_of_sums(vectors: np.ndarray) -> np.ndarray:
+    return vectors[..., 0] / np.maximum(vectors[..., 1], 1e-12)
+
+
+@dataclass
 class EvaluationResult:
     """What :func:`track_fuse_score` returns.
 
@@ -76,12 +113,14 @@ class EvaluationResult:
         tracked: sequence -> its tracks.
         mots: MOTS class name -> ``evaluate_mots``' full result (combined and per sequence).
         seconds: wall time of ``track`` (the tracker) and ``score`` (fusion, reading, metrics).
+        blocks: with ``block_frames``, the per-block statistics.
     """
 
     scores: dict[str, float] = field(default_factory=dict)
     tracked: dict[str, TrackedSequence] = field(default_factory=dict)
     mots: dict[str, dict[str, Any]] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
+    blocks: BlockStatistics | None = None
 
 
 def track_all(
@@ -114,6 +153,7 @@ def track_fuse_score(
     scores: Collection[str] = SCORE_KINDS,
     on_fused: FusedCallback | None = None,
     on_tracked: Callable[[], None] | None = None,
+    block_frames: int | None = None,
 ) -> EvaluationResult:
     """Track every sequence, fuse the tracks with the semantic maps and score them.
 
@@ -130,6 +170,8 @@ def track_fuse_score(
         on_fused: called with ``(sequence, frame, PanopticFrame)`` for every frame fused with
             ``semantic``, in order.
         on_tracked: called after each frame the tracker has seen (a progress bar).
+        block_frames: also keep ``aq`` and the MOTS counts per block of this many consecutive
+            frames (:attr:`EvaluationResult.blocks`).
 
     Raises:
         HVPSError: on an unknown score kind or fusion rule, a size mismatch between detections
@@ -141,6 +183,8 @@ def track_fuse_score(
         raise HVPSError(f"scores: unknown {sorted(unknown)}; choose from {', '.join(SCORE_KINDS)}")
     if fusion_rule not in UNCOVERED_RULES:
         raise HVPSError(f"fusion rule {fusion_rule!r}: expected one of {', '.join(UNCOVERED_RULES)}")
+    if block_frames is not None and block_frames < 1:
+        raise HVPSError(f"block_frames must be >= 1, got {block_frames}")
     start = time.perf_counter()
     tracked = track_all(detections, tracker_config, on_tracked)
     result = EvaluationResult(tracked=tracked)
@@ -151,12 +195,18 @@ def track_fuse_score(
     want_mots = "mots" in scores and ground_truth is not None
     stq_gt = _stq(spec) if want_aq else None
     stq_fused = _stq(spec) if want_stq else None
+    stq_blocks = _stq(spec) if want_aq and block_frames else None
+    block_names: dict[str, str] = {}  # "<sequence>:<index>" -> its name
     gt_mots: dict[str, list[MOTSObject]] = {}
     pred_mots: dict[str, list[MOTSObject]] = {}
     frames_with_gt = 0
     for sequence, seq in tracked.items():
         names = seq.frame_names
-        for detections_of_frame, objects in zip(seq.frames, seq.tracks, strict=True):
+        if block_frames:
+            for start in range(0, len(names), block_frames):
+                end = min(start + block_frames, len(names)) - 1
+                block_names[f"{sequence}:{start // block_frames}"] = f"{sequence}:{names[start]}-{names[end]}"
+        for position, (detections_of_frame, objects) in enumerate(zip(seq.frames, seq.tracks, strict=True)):
             frame = detections_of_frame.frame
             where = f"{sequence}/{frame}"
             things = [o for o in objects if o.label in spec.thing_ids]
@@ -179,6 +229,8 @@ def track_fuse_score(
             if stq_gt is not None and truth is not None:
                 fused_gt = fuse_panoptic(truth.semantic, things, spec, fusion_rule, where=where)
                 _update(stq_gt, fused_gt, truth, sequence)
+                if stq_blocks is not None and block_frames:
+                    _update(stq_blocks, fused_gt, truth, f"{sequence}:{position // block_frames}")
         if want_mots and ground_truth is not None and ground_truth.available(sequence):
             gt_mots[sequence] = ground_truth.mots_objects(sequence, names)
             pred_mots[sequence] = mots_objects(names, seq.tracks, spec)
@@ -193,6 +245,10 @@ def track_fuse_score(
     if gt_mots:
         result.mots, mots_scores = _mots(gt_mots, pred_mots, spec)
         result.scores.update(mots_scores)
+    if block_frames:
+        result.blocks = _block_statistics(
+            block_names, stq_blocks, gt_mots, pred_mots, tracked, spec, block_frames
+        )
     result.seconds["score"] = time.perf_counter() - start - result.seconds["track"]
     return result
 
@@ -212,6 +268,40 @@ def _mots(
             if value is not None:
                 flat[f"mots/{name}/{key}"] = float(value)
     return full, flat
+
+
+def _block_statistics(
+    block_names: dict[str, str],
+    stq_blocks: STQAccumulator | None,
+    gt_mots: dict[str, list[MOTSObject]],
+    pred_mots: dict[str, list[MOTSObject]],
+    tracked: dict[str, TrackedSequence],
+    spec: DatasetSpec,
+    block_frames: int,
+) -> BlockStatistics:
+    """The per-block statistics: AQ terms from the block accumulator, MOTS counts of each block's frames."""
+    keys = list(block_names)
+    blocks = BlockStatistics(names=[block_names[k] for k in keys])
+    if stq_blocks is not None:
+        terms = stq_blocks.aq_terms()
+        blocks.aq = np.array([terms.get(k, (0.0, 0)) for k in keys], dtype=np.float64).reshape(len(keys), 2)
+    if gt_mots:
+        from hvps_lightning.metrics.mots import MOTSCounts, mots_counts
+
+        def split(objects_of: dict[str, list[MOTSObject]]) -> dict[str, list[MOTSObject]]:
+            out: dict[str, list[MOTSObject]] = {k: [] for k in keys if k.rsplit(":", 1)[0] in objects_of}
+            for sequence, objects in objects_of.items():
+                position = {int(name): i for i, name in enumerate(tracked[sequence].frame_names)}
+                for obj in objects:
+                    out[f"{sequence}:{position[obj.frame] // block_frames}"].append(obj)
+            return out
+
+        gt_blocks, pred_blocks = split(gt_mots), split(pred_mots)
+        for class_id in sorted(set(spec.mots_class_ids.values())):
+            name = MOTS_CLASS_NAMES.get(class_id, str(class_id))
+            counts = mots_counts(gt_blocks, pred_blocks, class_id)
+            blocks.mots[name] = np.stack([counts.get(k, MOTSCounts()).to_vector() for k in keys])
+    return blocks
 
 
 def _stq(spec: DatasetSpec) -> STQAccumulator:

@@ -34,6 +34,8 @@ CAR_CLASS = 1
 PEDESTRIAN_CLASS = 2
 IGNORE_CLASS = 10
 IGNORE_ID = 10000
+#: the evaluated MOTS classes by name (TrackEval's class names; ``--classes car pedestrian``)
+MOTS_CLASS_NAMES = {CAR_CLASS: "car", PEDESTRIAN_CLASS: "pedestrian"}
 #: ids are class_id * ID_DIVISOR + k.
 ID_DIVISOR = 1000
 

@@ -8,11 +8,27 @@ MOTSNet, ``num_classes`` of a SemanticNet; jsonargparse skips a link whose targe
 network lacks) on instantiation, so one ``--data.init_args.finetune_stage`` change moves a model from
 one finetuning stage to the next. The resolved config is saved next to each
 logger's run (the W&B run folder and its config panel included), never over an earlier run's.
+
+Also:
+
+* the task classes are imported, so short class names resolve (``--model MOTSModule``,
+  ``--model.net MOTSNet``);
+* LightningCLI's automatic ``--optimizer``/``--lr_scheduler`` arguments are off
+  (``auto_configure_optimizers=False``): the optimiser and schedule belong to the task
+  (``--model.init_args.optimizer``), whose ``configure_optimizers`` composes them with the
+  warm-up, so no command-line optimiser can silently replace it;
+* ``wandb-artifact://`` references in ``--ckpt_path`` and the model's ``init_from`` /
+  ``init_checkpoint`` are downloaded (:mod:`hvps_lightning.wandb_io`) and declared as inputs of
+  the run;
+* a run resumed from a checkpoint of a :class:`~hvps_lightning.lightning.checkpoint.RunCheckpoint`
+  folder (``--ckpt_path last`` or a path) logs into the same W&B run (its id is in ``run.json``).
 """
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +39,17 @@ from lightning.pytorch.loggers import WandbLogger
 
 from hvps_lightning.data.datamodule import HVPSDataModule
 from hvps_lightning.io import atomic_open
+from hvps_lightning.lightning.checkpoint import RunCheckpoint, read_run_record
 from hvps_lightning.lightning.progress import replace_default_progress_bar
+from hvps_lightning.lightning.wandb import HVPSWandbLogger
 from hvps_lightning.models.base import BaseTask, check_resumable
+from hvps_lightning.models.mots.lightning_model import MOTSModule
+from hvps_lightning.models.semantic.lightning_model import SemanticModule
 from hvps_lightning.structures.specs import DatasetSpec
+from hvps_lightning.wandb_io import resolve_path
+
+#: the tasks: imported here so that jsonargparse resolves their short names (``--model MOTSModule``)
+TASKS = (MOTSModule, SemanticModule)
 
 
 def _free_path(path: Path) -> Path:
@@ -90,12 +114,19 @@ class HVPSLightningCLI(LightningCLI):
                               compute_fn=spec_num_classes, apply_on="instantiate")  # fmt: skip
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
-        """Parse, then refuse a ``--ckpt_path`` whose checkpoint cannot rebuild the model (one line)."""
+        """Parse, fetch ``wandb-artifact://`` checkpoints, refuse a ``--ckpt_path`` that cannot be resumed."""
         super().parse_arguments(parser, args)
         subcommand = self.config.get("subcommand")
-        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        config = self.config[subcommand] if subcommand else self.config
+        ckpt_path = config.get("ckpt_path")
         if ckpt_path:
+            config["ckpt_path"] = ckpt_path = resolve_path(ckpt_path, "model", "--ckpt_path")
             check_resumable(ckpt_path)
+        init_args = (config.get("model") or {}).get("init_args") if config.get("model") else None
+        for key in ("init_from", "init_checkpoint"):
+            value = init_args.get(key) if init_args is not None else None
+            if value:
+                init_args[key] = resolve_path(value, "model", f"--model.init_args.{key}")
 
     def before_instantiate_classes(self) -> None:
         """With ``--trainer.logger false``, drop the configs' ``LearningRateMonitor``.
@@ -123,6 +154,41 @@ class HVPSLightningCLI(LightningCLI):
         replace_default_progress_bar(trainer, configured if isinstance(configured, list) else [configured])
         return trainer
 
+    def before_fit(self) -> None:
+        """A resumed run logs into the W&B run of the checkpoint it resumes (``run.json`` beside it)."""
+        ckpt_path = self.config[self.subcommand].get("ckpt_path") if self.subcommand else None
+        if not ckpt_path:
+            return
+        checkpoint: Path | None = None
+        if ckpt_path == "last":
+            for callback in self.trainer.checkpoint_callbacks:
+                if isinstance(callback, RunCheckpoint):
+                    same, _ = callback.last_checkpoints(self.trainer, self.model, self.datamodule)
+                    if same and (checkpoint is None or same[-1].stat().st_mtime > checkpoint.stat().st_mtime):
+                        checkpoint = same[-1]
+        elif ckpt_path not in ("best", "hpc", "registry"):
+            checkpoint = Path(ckpt_path)
+        record = read_run_record(checkpoint.parent) if checkpoint is not None else None
+        run = (record or {}).get("wandb") or {}
+        if not run.get("id"):
+            return
+        for logger in self.trainer.loggers:
+            if isinstance(logger, HVPSWandbLogger) and logger.resolved_mode != "disabled":
+                logger.resume_run(run["id"])
+                print(f"hvps {self.subcommand}: W&B: continuing run {run['id']} of {checkpoint}",
+                      file=sys.stderr)  # fmt: skip
+
+
+@contextmanager
+def _argv_of(args: list[str]) -> Iterator[None]:
+    """``sys.argv`` as if ``args`` had been typed: the LightningCLI warns when it sees both."""
+    saved = sys.argv
+    sys.argv = [saved[0] if saved else "hvps", *args]
+    try:
+        yield
+    finally:
+        sys.argv = saved
+
 
 def finish_wandb_run() -> None:
     """Finish the active W&B run, if any, so the next run in this process starts its own.
@@ -138,15 +204,17 @@ def finish_wandb_run() -> None:
 def run_lightning_cli(args: list[str], **kwargs: Any) -> HVPSLightningCLI:
     """Run ``hvps <subcommand> ...`` through the LightningCLI and return it (its W&B run finished)."""
     kwargs.setdefault("save_config_callback", HVPSSaveConfigCallback)
+    kwargs.setdefault("auto_configure_optimizers", False)
     try:
-        return HVPSLightningCLI(
-            BaseTask,
-            HVPSDataModule,
-            subclass_mode_model=True,
-            subclass_mode_data=True,
-            seed_everything_default=0,
-            args=args,
-            **kwargs,
-        )
+        with _argv_of(list(args)):
+            return HVPSLightningCLI(
+                BaseTask,
+                HVPSDataModule,
+                subclass_mode_model=True,
+                subclass_mode_data=True,
+                seed_everything_default=0,
+                args=None,
+                **kwargs,
+            )
     finally:
         finish_wandb_run()

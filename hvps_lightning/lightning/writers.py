@@ -22,6 +22,12 @@ Example (YAML for ``hvps predict``)::
 
 ``SemanticCacheWriter`` does the same for ``SemanticModule``: one class-id PNG (and optionally
 quantised probabilities) per frame (:mod:`hvps_lightning.formats.semantic_cache`).
+
+When the trainer logs to W&B (the predict configs keep the stage's logger, job type
+``predict``), each writer logs its cache as a ``dataset`` artifact of that run
+(``detections-<dataset>`` / ``semantic-<dataset>``) whose metadata name the checkpoint, its
+step and the W&B run that trained it (from the checkpoint folder's ``run.json``): the lineage
+training run -> checkpoint -> predict run -> cache -> sweep / tracking.
 """
 
 from __future__ import annotations
@@ -34,11 +40,14 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
+from lightning.pytorch.loggers import WandbLogger
 
 from hvps_lightning.errors import HVPSError
 from hvps_lightning.formats.detection_cache import json_safe, write_detection_cache
 from hvps_lightning.formats.semantic_cache import write_semantic_map
+from hvps_lightning.lightning.checkpoint import checkpoint_step, read_run_record
 from hvps_lightning.lightning.collect import SequenceCollector
+from hvps_lightning.wandb_io import log_path_artifact
 
 
 def model_metadata(trainer: L.Trainer | None, pl_module: L.LightningModule) -> dict[str, Any]:
@@ -58,6 +67,33 @@ def model_metadata(trainer: L.Trainer | None, pl_module: L.LightningModule) -> d
     )
 
 
+def log_cache_artifact(
+    trainer: L.Trainer, pl_module: L.LightningModule, output_dir: Path, kind: str, sequences: list[str]
+) -> Any:
+    """Log a cache folder as a ``dataset`` artifact of the trainer's W&B run, if it has one (rank 0)."""
+    if trainer.global_rank != 0 or not output_dir.is_dir():
+        return None
+    run = None
+    for logger in trainer.loggers:
+        if isinstance(logger, WandbLogger) and getattr(logger, "resolved_mode", "online") != "disabled":
+            run = logger.experiment
+    if run is None:
+        return None
+    meta = model_metadata(trainer, pl_module)
+    checkpoint = meta.get("checkpoint")
+    record = read_run_record(Path(checkpoint).parent) if checkpoint else None
+    metadata = {
+        "cache": kind,
+        "sequences": sorted(sequences),
+        "dataset": meta.get("dataset"),
+        "model_class": meta.get("model_class"),
+        "checkpoint": checkpoint,
+        "checkpoint_step": checkpoint_step(checkpoint)[0] if checkpoint else None,
+        "trained_by_wandb_run": (record or {}).get("wandb"),
+    }
+    return log_path_artifact(run, output_dir, f"{kind}-{meta.get('dataset')}", "dataset", json_safe(metadata))
+
+
 class DetectionCacheWriter(BasePredictionWriter):
     """Writes what ``MOTSModule.predict_step`` returns to a detection cache directory.
 
@@ -65,15 +101,21 @@ class DetectionCacheWriter(BasePredictionWriter):
         output_dir: the cache directory (``<seq>.npz`` + ``<seq>.json`` per sequence).
         metadata: extra metadata stored with every sequence (merged over the model's).
         camera_motion: also store each frame's camera motion, estimated from the images.
+        log_artifact: log the cache as a W&B ``dataset`` artifact when the trainer logs to W&B.
     """
 
     def __init__(
-        self, output_dir: str | Path, metadata: dict[str, Any] | None = None, camera_motion: bool = False
+        self,
+        output_dir: str | Path,
+        metadata: dict[str, Any] | None = None,
+        camera_motion: bool = False,
+        log_artifact: bool = True,
     ) -> None:
         super().__init__(write_interval="batch")
         self.output_dir = Path(output_dir)
         self.metadata = dict(metadata or {})
         self.camera_motion = camera_motion
+        self.log_artifact = log_artifact
         self.collector = SequenceCollector()
         self.written: list[Path] = []
 
@@ -119,6 +161,8 @@ class DetectionCacheWriter(BasePredictionWriter):
                 add_camera_motion(sequence, frames, notes)
             npz_path, _ = write_detection_cache(self.output_dir, sequence, frames, metadata)
             self.written.append(npz_path)
+        if self.log_artifact and sequences:
+            log_cache_artifact(trainer, pl_module, self.output_dir, "detections", list(sequences))
 
 
 class SemanticCacheWriter(BasePredictionWriter):
@@ -131,12 +175,30 @@ class SemanticCacheWriter(BasePredictionWriter):
     Args:
         output_dir: the cache root.
         write_probabilities: store probabilities when the predictions carry them.
+        log_artifact: log the cache as a W&B ``dataset`` artifact when the trainer logs to W&B.
     """
 
-    def __init__(self, output_dir: str | Path, write_probabilities: bool = True) -> None:
+    def __init__(
+        self, output_dir: str | Path, write_probabilities: bool = True, log_artifact: bool = True
+    ) -> None:
         super().__init__(write_interval="batch")
         self.output_dir = Path(output_dir)
         self.write_probabilities = write_probabilities
+        self.log_artifact = log_artifact
+        self.sequences: set[str] = set()
+
+    def on_predict_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Start a new record of the sequences written."""
+        self.sequences = set()
+
+    def on_predict_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Log the cache as a W&B artifact (after every rank has written its frames)."""
+        super().on_predict_epoch_end(trainer, pl_module)
+        trainer.strategy.barrier("semantic-cache-written")
+        if self.log_artifact and self.sequences:
+            # every rank's sequences (a rank knows only its own): the folders of the cache
+            written = sorted(p.name for p in self.output_dir.iterdir() if p.is_dir())
+            log_cache_artifact(trainer, pl_module, self.output_dir, "semantic", written)
 
     def write_on_batch_end(
         self,
@@ -151,6 +213,7 @@ class SemanticCacheWriter(BasePredictionWriter):
         """Write every frame of the batch."""
         for item in prediction:
             sequence, frame, semantic = item[:3]
+            self.sequences.add(str(sequence))
             probabilities = item[3] if self.write_probabilities and len(item) > 3 else None
             if isinstance(probabilities, torch.Tensor):
                 probabilities = probabilities.float().cpu().numpy()

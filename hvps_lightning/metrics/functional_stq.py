@@ -96,6 +96,8 @@ class STQResult:
         sequence_stq: STQ per sequence.
         sequence_aq: AQ per sequence (0 for a sequence without tubes).
         sequence_iou: mean IoU per sequence (NaN for a sequence whose ground truth is all void).
+        sequence_tubes: ground-truth tubes per sequence (``sequence_aq * sequence_tubes`` is a
+            sequence's share of the AQ sum: what sets of sequences, or blocks of frames, add).
     """
 
     stq: float
@@ -105,6 +107,7 @@ class STQResult:
     sequence_stq: np.ndarray
     sequence_aq: np.ndarray
     sequence_iou: np.ndarray
+    sequence_tubes: np.ndarray
 
 
 #: run the pass over the pixels of CPU tensors through NumPy (faster single-threaded than torch);
@@ -540,6 +543,7 @@ def stq_from_statistics(confusion: Any, pairs: Any, space: STQLabelSpace) -> STQ
         sequence_stq=sequence_stq,
         sequence_aq=sequence_aq,
         sequence_iou=sequence_iou,
+        sequence_tubes=tube_count,
     )
 
 
@@ -699,6 +703,24 @@ class STQAccumulator:
 
     def compute(self) -> dict[str, Any]:
         """``stq``, ``aq``, ``sq``, ``iou_per_class``, ``per_sequence`` and ``num_frames``."""
+        order, result = self.result()
+        return format_stq_result(result, order, self.space, self.class_names, self.num_frames)
+
+    def aq_terms(self) -> dict[SequenceId, tuple[float, int]]:
+        """Per sequence, its AQ sum and its number of ground-truth tubes.
+
+        AQ over any set of sequences is the sum of their AQ sums over the sum of their tubes, so
+        these are the summable statistics of AQ (e.g. of blocks of frames fed as sequences).
+        """
+        order, result = self.result()
+        tubes = result.sequence_tubes
+        return {
+            sequence_id: (float(result.sequence_aq[i] * tubes[i]), int(tubes[i]))
+            for i, sequence_id in enumerate(order)
+        }
+
+    def result(self) -> tuple[list[SequenceId], STQResult]:
+        """The sequence ids in output order and the :class:`STQResult` of everything added so far."""
         order = sorted_sequence_ids(list(self._index))
         position = np.zeros(len(order), dtype=np.int64)
         for rank, sequence_id in enumerate(order):
@@ -710,8 +732,7 @@ class STQAccumulator:
         pairs = np.concatenate(self._pairs) if self._pairs else np.zeros((0, 4), dtype=np.int64)
         pairs = pairs.copy()
         pairs[:, 0] = position[pairs[:, 0]]
-        result = stq_from_statistics(confusion, pairs, self.space)
-        return format_stq_result(result, order, self.space, self.class_names, self.num_frames)
+        return order, stq_from_statistics(confusion, pairs, self.space)
 
 
 def segmentation_and_tracking_quality(

@@ -269,7 +269,11 @@ class BaseTask(L.LightningModule):
         """The network state and the dataset spec of the previous stage's checkpoint at ``path``."""
         ckpt = load_checkpoint_file(path, "init_from")
         state, spec = self._project_state(ckpt)
-        return state, WeightSource(f"init_from {path}", spec=spec or self.spec)
+        # say which weights: a stage's last.ckpt holds its final step (RunCheckpoint)
+        step = ""
+        if "global_step" in ckpt:
+            step = f" (global step {ckpt['global_step']}, epoch {ckpt.get('epoch')})"
+        return state, WeightSource(f"init_from {path}{step}", spec=spec or self.spec)
 
     def init_from_checkpoint(self, path: str | Path) -> LoadResult:
         """Start from the previous stage's checkpoint at ``path`` now (``init_from`` alone)."""

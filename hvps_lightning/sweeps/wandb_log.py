@@ -8,18 +8,22 @@ every parameter, the failure reason), the two plots are attached and the summary
 best value and parameters. The run is finished in a ``finally`` (with a non-zero exit code
 when the sweep was interrupted), so several sweeps in one process each get their own run.
 
+The sweep's results (``best.yaml``, ``summary.json``, ``trials.csv``) are logged as a ``result``
+artifact of that run (``sweep-<study>``), and a detection cache given as a
+``wandb-artifact://`` reference is declared as the run's input: the W&B lineage from the cache
+(and the predict run that produced it) to the tuned tracker config.
+
 ``hvps sweep trial`` (the command W&B agents run) logs its single trial as its own run the
 same way, so each agent run is finished too.
 
-Modes (``--wandb``): ``off``; ``offline`` (files under ``<out>/wandb``, ``wandb sync`` later);
-``online``; ``auto`` (default): ``WANDB_MODE`` when set, else ``online`` when
-``WANDB_API_KEY`` is set or a W&B agent started us (``WANDB_SWEEP_ID``), else ``offline``.
+Modes (``--wandb``, :mod:`hvps_lightning.wandb_io`): ``disabled``; ``offline`` (files under
+``<out>/wandb``, ``wandb sync`` later); ``online``; ``auto`` (default): ``WANDB_MODE`` when set,
+else ``online`` with credentials or under a W&B agent (``WANDB_SWEEP_ID``), else ``offline``.
 """
 
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -35,28 +39,14 @@ from hvps_lightning.sweeps.study import (
     WORKER_ATTR,
     SweepSettings,
 )
+from hvps_lightning.wandb_io import WANDB_MODES, log_path_artifact, resolve_wandb_mode, use_resolved_artifacts
 
-WANDB_CHOICES = ("auto", "off", "offline", "online")
+__all__ = ["WANDB_MODES", "SweepRunLogger", "log_single_trial", "resolve_wandb_mode"]
+
 DEFAULT_PROJECT = "hvps-lightning"
 _BOOKKEEPING_ATTRS = (FAIL_REASON_ATTR, SECONDS_ATTR, SOURCE_ATTR, WORKER_ATTR)
-
-
-def resolve_wandb_mode(choice: str) -> str:
-    """Turn ``--wandb`` into ``off``, ``offline`` or ``online`` (see the module docstring)."""
-    if choice not in WANDB_CHOICES:
-        raise HVPSError(f"--wandb {choice}: expected one of {', '.join(WANDB_CHOICES)}")
-    if choice != "auto":
-        return choice
-    env_mode = os.environ.get("WANDB_MODE", "").strip().lower()
-    if env_mode in ("disabled", "off"):
-        return "off"
-    if env_mode in ("offline", "dryrun"):
-        return "offline"
-    if env_mode in ("online", "run"):
-        return "online"
-    if os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_SWEEP_ID"):
-        return "online"
-    return "offline"
+#: the files of a sweep's ``--out`` logged as its ``result`` artifact
+RESULT_FILES = ("best.yaml", "summary.json", "trials.csv")
 
 
 def init_run(mode: str, directory: Path, **kwargs: Any) -> Any:
@@ -84,7 +74,7 @@ def trial_metrics(trial: FrozenTrial) -> dict[str, float]:
 
 
 class SweepRunLogger:
-    """Logs the trials of one sweep to a single W&B run (a no-op with mode ``off``).
+    """Logs the trials of one sweep to a single W&B run (a no-op with mode ``disabled``).
 
     Call :meth:`log_new` whenever trials may have finished (it logs each finished trial once,
     in completion order) and :meth:`finish` at the end, also when interrupted.
@@ -105,7 +95,7 @@ class SweepRunLogger:
         self.logged: set[int] = set()
         self.best = -math.inf
         self.n_logged_finished = 0
-        if mode == "off":
+        if mode == "disabled":
             return
         self.run = init_run(
             mode,
@@ -128,6 +118,7 @@ class SweepRunLogger:
         )
         self.run.define_metric("trial/best_so_far", summary="max")
         self.run.define_metric("trial/value", summary="max")
+        use_resolved_artifacts(self.run)
 
     @property
     def enabled(self) -> bool:
@@ -183,6 +174,28 @@ class SweepRunLogger:
             )
         return wandb.Table(columns=columns, data=rows)
 
+    def log_results(self, out_dir: Path) -> Any:
+        """Log the sweep's result files as the ``result`` artifact ``sweep-<study>`` of the run."""
+        import tempfile
+
+        files = [out_dir / name for name in RESULT_FILES if (out_dir / name).is_file()]
+        if not files:
+            return None
+        with tempfile.TemporaryDirectory() as staging:  # only the result files, not the journal or plots
+            for path in files:
+                (Path(staging) / path.name).write_bytes(path.read_bytes())
+            return log_path_artifact(
+                self.run,
+                staging,
+                f"sweep-{self.settings.study_name}",
+                "result",
+                metadata={
+                    "study": self.settings.study_name,
+                    "objective": self.settings.objective,
+                    "detections": self.settings.evaluator_kwargs.get("detections"),
+                },
+            )
+
     def finish(
         self,
         study: optuna.Study | None,
@@ -204,6 +217,8 @@ class SweepRunLogger:
                         if (out_dir / png).is_file():
                             final[f"plots/{png[:-4]}"] = wandb.Image(str(out_dir / png))
                 self.run.log(final)
+                if out_dir is not None and exit_code == 0:
+                    self.log_results(out_dir)
             if summary is not None:
                 best = summary.get("best") or {}
                 self.run.summary["best_value"] = best.get("value")
@@ -232,7 +247,7 @@ def log_single_trial(
     Under a W&B agent, ``wandb.init`` joins the agent's sweep run; its config already holds
     the parameters, which are added here for runs started by hand.
     """
-    if mode == "off":
+    if mode == "disabled":
         return None
     run = init_run(mode, out_dir, project=project, job_type="tracker-trial", config={**dict(config or {})})
     try:

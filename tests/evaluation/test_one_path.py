@@ -40,7 +40,7 @@ def test_callback_sweep_and_cli_give_identical_aq_and_stq(sim_cache: dict[str, P
     out = tmp_path / "tracked"
     argv = ["track", "--detections", str(cache), "--semantic", str(semantic), "--gt", str(root),
             "--tracker-config", str(tmp_path / "tracker.yaml"), "--out", str(out),
-            "--progress", "false"]  # fmt: skip
+            "--quiet"]  # fmt: skip
     assert main(argv) == 0
     scores = json.loads((out / "summary.json").read_text())["scores"]
     argv = ["evaluate", "step", "--gt", str(root / "panoptic_maps" / "train"), "--pred", str(out / "step"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 from pathlib import Path
 
@@ -37,8 +38,9 @@ def execute(notebook: str, cwd: Path, env: dict[str, str]) -> nbformat.NotebookN
 @pytest.fixture(scope="module")
 def ablation(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tmp = tmp_path_factory.mktemp("ablate")
-    code = main(["ablate", "--fast", "--steps", "2", "--frames", "8", "--out", str(tmp / "out"),
-                 "--data-root", str(tmp / "data")])  # fmt: skip
+    code = main(["ablate", "--fast", "--steps", "2", "--frames", "8", "--seeds", "0", "1",
+                 "--block-frames", "4", "--out", str(tmp / "out"), "--data-root", str(tmp / "data"),
+                 "--quiet"])  # fmt: skip
     assert code == 0
     return tmp / "out"
 
@@ -53,15 +55,22 @@ def test_ablate_writes_table_plot_csv_and_grouped_wandb_runs(ablation: Path) -> 
         for key in METRICS:
             assert row[key] != "", (key, row)
         assert 0.0 <= float(row["aq"]) <= 1.0
+    assert {r["seed"] for r in rows} == {"0", "1"} and len(rows) == 7 * 2
     table = (ablation / "ablation.md").read_text()
-    assert table.count("\n| ") == len(rows) + 1  # header + one line per (variant, tracker), one seed
+    # the means table (header + 7 variants) and the differences table (header + 6 variants)
+    assert table.count("\n| ") == (1 + 7) + (1 + 6)
+    assert "[" in table and "Resolved:" in table
+    analysis = json.loads((ablation / "ablation.json").read_text())
+    assert len(analysis["variants"]) == 7 and analysis["reference"] == "TA on / SA on / full tracker"
     assert (ablation / "ablation.png").stat().st_size > 5000
-    groups = {read_offline_run(run).group for run in find_offline_runs(ablation / "wandb")}
-    assert len(groups) == 1 and groups.pop().startswith("ablation-")
     runs = [read_offline_run(run) for run in find_offline_runs(ablation / "wandb")]
+    groups = {r.group for r in runs}
+    assert len(groups) == 1 and groups.pop().startswith("ablation-")
     evals = [r for r in runs if r.name.startswith("eval-")]
     assert len(evals) == len(rows) and all("ablation/aq" in r.summary for r in evals)
-    assert sum(1 for r in runs if r.name.startswith("ta_")) == 4  # the four training runs
+    assert sum(1 for r in runs if r.name.startswith("ta_")) == 4 * 2  # the training runs
+    assert sum(1 for r in runs if r.name.startswith("predict-")) == 4 * 2  # their caches' runs
+    assert sum(1 for r in runs if r.name == "ablation-summary") == 1
 
 
 @pytest.mark.slow

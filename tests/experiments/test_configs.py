@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from wandb_offline import find_offline_runs, read_offline_run
 
 from hvps_lightning.cli import main
 from hvps_lightning.cli.pipeline import STAGE_PRESETS, last_checkpoint
@@ -115,9 +116,18 @@ def test_predict_override_writes_its_cache(model: str, roots: dict, tmp_path: Pa
         args += ["--config", str(config)]
     args += ["--data.init_args.root", str(roots["mot_step"]), "--trainer.default_root_dir", str(tmp_path),
              "--trainer.callbacks.init_args.output_dir", str(cache), "--ckpt_path", str(ckpt),
-             *TINY]  # fmt: skip
+             "--trainer.logger.init_args.save_dir", str(tmp_path / "wandb"), *TINY]  # fmt: skip
     assert main(args) == 0
     if model == "mots":
         assert list_cached_sequences(cache) == ["0002"]
     else:
         assert len(list((cache / "0002").glob("*.png"))) == 4
+    # lineage: the predict run logged the cache as a dataset artifact naming the checkpoint and its run
+    (run,) = [read_offline_run(r) for r in find_offline_runs(tmp_path / "wandb")]
+    assert run.job_type == "predict"
+    (artifact,) = [a for a in run.artifacts if a["type"] == "dataset"]
+    kind = "detections" if model == "mots" else "semantic"
+    assert artifact["name"] == f"{kind}-motchallenge_step" and artifact["metadata"]["sequences"] == ["0002"]
+    assert artifact["metadata"]["checkpoint"] == str(ckpt) and artifact["metadata"]["checkpoint_step"] == 1
+    trained_by = read_offline_run(find_offline_runs(tmp_path / "fit" / "wandb")[0]).run_id
+    assert artifact["metadata"]["trained_by_wandb_run"]["id"] == trained_by

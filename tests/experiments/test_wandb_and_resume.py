@@ -15,6 +15,7 @@ import yaml
 from wandb_offline import find_offline_runs, read_offline_run
 
 from hvps_lightning.cli import main
+from hvps_lightning.cli.config import expand_config_args
 from hvps_lightning.lightning.cli import run_lightning_cli
 
 SEMANTIC = ["--config", "stages/mot_step/semantic", "--config", "demo/semantic"]
@@ -102,7 +103,8 @@ def test_killed_fit_resumes_with_ckpt_path_last(synth_mot_step_root: Path, tmp_p
     in_epoch = killed["loops"]["fit_loop"]["epoch_loop.batch_progress"]["current"]["completed"]
     assert 0 < in_epoch < 10  # killed mid-epoch: 10 frames of 0009 at batch size 1 per epoch
     resumed_target = killed["global_step"] + 4  # even: the last checkpoint (every 2 steps) lands on it
-    cli = run_lightning_cli([*args[:-1], str(resumed_target), "--ckpt_path", "last"])
+    resume = [*args[1:-1], str(resumed_target), "--ckpt_path", "last"]
+    cli = run_lightning_cli(["fit", *expand_config_args(resume)])
     assert cli.trainer.ckpt_path is not None and Path(cli.trainer.ckpt_path).parent == first_run
     assert cli.trainer.global_step == resumed_target  # continued, not restarted from 0
     # the resumed run wrote into a new folder; the killed run's files are untouched

@@ -24,6 +24,9 @@ class OfflineRun:
     summary: dict[str, Any] = field(default_factory=dict)
     group: str = ""
     name: str = ""
+    job_type: str = ""
+    #: artifacts the run logged: {"name", "type", "files", "metadata"}
+    artifacts: list[dict[str, Any]] = field(default_factory=list)
 
 
 _BLOCK = 32768
@@ -113,6 +116,7 @@ def read_offline_run(run_dir: str | Path, timeout: float = 30.0) -> OfflineRun:
         kind = record.WhichOneof("record_type")
         if kind == "run":
             run.group, run.name = record.run.run_group, record.run.display_name
+            run.job_type = record.run.job_type
             for item in record.run.config.update:
                 _put(run.config, item)
         elif kind == "config":
@@ -126,6 +130,14 @@ def read_offline_run(run_dir: str | Path, timeout: float = 30.0) -> OfflineRun:
         elif kind == "summary":
             for item in record.summary.update:
                 _put(run.summary, item)
+        elif kind == "artifact":
+            artifact = record.artifact
+            run.artifacts.append({
+                "name": artifact.name,
+                "type": artifact.type,
+                "files": sorted(entry.path for entry in artifact.manifest.contents),
+                "metadata": json.loads(artifact.metadata) if artifact.metadata else {},
+            })  # fmt: skip
     return run
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -163,7 +164,7 @@ def test_mots_happy_path(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     combined = result["combined"]
     assert (combined["TP"], combined["FP"], combined["IDSW"]) == (3, 2, 1)
     assert combined["MOTSA"] == pytest.approx((3 - 2 - 1) / 3)
-    code, _ = evaluate_mots_cli(tmp_path, "--class-id", "1")
+    code, _ = evaluate_mots_cli(tmp_path, "--classes", "1")
     assert code == 0
 
 
@@ -234,3 +235,57 @@ def test_mots_sequences_selects_ground_truth_sequences(
     assert result["combined"]["IDSW"] == 1 and result["combined"]["FP"] == 1
     code, _ = evaluate_mots_cli(tmp_path, "--sequences", "MOTS20-77")
     step_cli.assert_user_error(capsys, code, "--sequences", "MOTS20-77")
+
+
+def test_step_plot_draws_the_iou_per_class(step_cli, tmp_path: Path) -> None:
+    step_cli.write_step_folders(tmp_path)
+    plot = str(tmp_path / "iou.png")
+    code, _ = step_cli.evaluate_step(tmp_path, "--dataset", "motchallenge_step", "--plot", plot)
+    assert code == 0
+    assert (tmp_path / "iou.png").stat().st_size > 5000
+
+
+def _mots_layouts(tmp_path: Path) -> tuple[list[MOTSObject], list[MOTSObject]]:
+    """One sequence with a car and a pedestrian in frames 0-3 (KITTI numbering) and a prediction."""
+    car, person = np.zeros((8, 10), np.uint8), np.zeros((8, 10), np.uint8)
+    car[:4, :4], person[5:, 6:] = 1, 1
+    gt = [MOTSObject(f, 1001, 1, encode_mask(car)) for f in range(4)]
+    gt += [MOTSObject(f, 2001, 2, encode_mask(person)) for f in range(4)]
+    pred = [MOTSObject(f, 1005, 1, encode_mask(car)) for f in range(4)]
+    pred += [MOTSObject(f, 2007 + f % 2, 2, encode_mask(person)) for f in range(4)]  # id switches
+    write_mots_txt(tmp_path / "kitti" / "instances_txt" / "0002.txt", gt)
+    write_mots_txt(tmp_path / "pred" / "data" / "0002.txt", pred)
+    return gt, pred
+
+
+def test_mots_kitti_layout_several_classes_and_output_dir(tmp_path: Path, capsys: Any) -> None:
+    _mots_layouts(tmp_path)
+    out = tmp_path / "out"
+    code = main(["evaluate", "mots", "--gt", str(tmp_path / "kitti"), "--pred", str(tmp_path / "pred"),
+                 "--classes", "car", "pedestrian", "--output", str(out / "r.json"), "--output-dir", str(out),
+                 "--quiet"])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    result = json.loads((out / "r.json").read_text())
+    assert result["layout"] == "kitti_mots" and result["sequence_lengths"] == {"0002": 4}
+    cars = result["classes"]["car"]["combined"]
+    assert cars["IDSW"] == 0 and cars["IDF1"] == 1
+    assert result["classes"]["pedestrian"]["combined"]["IDSW"] == 3
+    assert result["combined"] == result["classes"]["car"]["combined"]  # the first class named
+    for name in ("car", "pedestrian"):
+        summary = (out / f"{name}_summary.txt").read_text().splitlines()
+        assert summary[0].startswith("HOTA DetA AssA") and summary[0].endswith("Dets GT_Dets IDs GT_IDs")
+        assert (out / f"{name}_detailed.csv").read_text().splitlines()[-1].startswith("COMBINED,")
+
+
+def test_mots_seqmap_and_class_errors_are_one_line(step_cli, tmp_path: Path, capsys: Any) -> None:
+    _mots_layouts(tmp_path)
+    seqmap = tmp_path / "MOTS20-train.txt"
+    seqmap.write_text("name\n0002\nMOTS20-11\n")
+    args = ["evaluate", "mots", "--gt", str(tmp_path / "kitti"), "--pred", str(tmp_path / "pred"),
+            "--output", str(tmp_path / "r.json")]  # fmt: skip
+    step_cli.assert_user_error(capsys, main([*args, "--seqmap", str(seqmap)]), str(seqmap), "'MOTS20-11'")
+    step_cli.assert_user_error(capsys, main([*args, "--classes", "bus"]), "--classes", "'bus'")
+    # a frame beyond the seqmap's length
+    seqmap.write_text("0002 empty 000000 000002\n")
+    step_cli.assert_user_error(capsys, main([*args, "--seqmap", str(seqmap)]), "frame 3 is outside", "0..2")
+    assert not (tmp_path / "r.json").exists()

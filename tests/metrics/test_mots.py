@@ -1,8 +1,7 @@
-"""MOTS metrics on hand-computed cases (values derived in each test) and against motmetrics."""
+"""MOTS metrics on hand-computed cases (values derived in each test) and against TrackEval's metrics."""
 
 from __future__ import annotations
 
-import motmetrics
 import numpy as np
 import pytest
 
@@ -11,9 +10,11 @@ from hvps_lightning.formats.mots_txt import MOTSObject
 from hvps_lightning.metrics.mots import (
     HOTA_ALPHAS,
     MOTS_METRIC_KEYS,
-    clear_counts,
+    MOTSCounts,
     evaluate_mots,
+    metric_from_vectors,
     preprocess_sequence,
+    sequence_counts,
 )
 from hvps_lightning.structures.masks import encode_mask
 
@@ -226,25 +227,42 @@ def random_sequence(seed: int, frames: int = 12) -> tuple[list[MOTSObject], list
 
 
 @pytest.mark.parametrize("seed", range(6))
-def test_clear_and_idf1_agree_with_motmetrics(seed: int) -> None:
-    """Without exact 0.5 ties TrackEval's matching and motmetrics' agree: compare all counts."""
+def test_every_field_agrees_with_trackevals_metric_classes(seed: int) -> None:
+    """CLEAR (MT/PT/ML, Frag), Identity and HOTA of TrackEval itself on the same preprocessed data."""
+    trackeval = pytest.importorskip("trackeval")
     gt, pred = random_sequence(seed)
     data = preprocess_sequence(gt, pred)
-    ours = clear_counts(data)
-    accumulator = motmetrics.MOTAccumulator(auto_id=True)
-    for gt_ids, pred_ids, similarity in zip(data.gt_ids, data.pred_ids, data.similarity, strict=True):
-        candidates = similarity >= 0.5
-        assert candidates.sum(0).max(initial=0) <= 1 and candidates.sum(1).max(initial=0) <= 1  # no ties
-        accumulator.update(gt_ids, pred_ids, np.where(similarity >= 0.5, 1 - similarity, np.nan))
-    summary = motmetrics.metrics.create().compute(
-        accumulator,
-        metrics=["num_switches", "num_false_positives", "num_misses", "num_matches", "motp", "idf1"],
-        return_dataframe=False,
-    )
-    assert ours.idsw == summary["num_switches"]
-    assert ours.fp == summary["num_false_positives"]
-    assert ours.fn == summary["num_misses"]
-    assert ours.tp == summary["num_matches"] + summary["num_switches"]
-    if ours.tp:
-        assert ours.motp_sum / ours.tp == pytest.approx(1 - summary["motp"])
-    assert evaluate_mots({"s": gt}, {"s": pred})["combined"]["IDF1"] == pytest.approx(summary["idf1"])
+    theirs_input = {
+        "gt_ids": data.gt_ids, "tracker_ids": data.pred_ids, "similarity_scores": data.similarity,
+        "num_gt_ids": data.num_gt_ids, "num_tracker_ids": data.num_pred_ids, "num_gt_dets": data.num_gt_dets,
+        "num_tracker_dets": data.num_pred_dets, "num_timesteps": data.num_frames,
+    }  # fmt: skip
+    ours = sequence_counts(data).fields()
+    for family, metric in (("CLEAR", trackeval.metrics.CLEAR({"PRINT_CONFIG": False})),
+                           ("Identity", trackeval.metrics.Identity({"PRINT_CONFIG": False})),
+                           ("HOTA", trackeval.metrics.HOTA())):  # fmt: skip
+        theirs = metric.eval_sequence(theirs_input)
+        for name, value in theirs.items():
+            np.testing.assert_allclose(ours[family][name], value, atol=1e-12, err_msg=f"{family} {name}")
+
+
+def test_identity_assignment_is_global() -> None:
+    """IDF1 counts the one-to-one id assignment with the most overlapping frames over the whole sequence."""
+    # gt 2001 is covered by pred 2005 in frames 1-2 and by 2006 in frames 3-5; gt 2002 by 2006 in frame 1
+    gt = [obj(t, 2001, A) for t in range(1, 6)] + [obj(1, 2002, B)]
+    pred = [obj(1, 2005, A), obj(2, 2005, A)] + [obj(t, 2006, A) for t in (3, 4, 5)] + [obj(1, 2006, B)]
+    m = single(gt, pred)
+    # overlaps: (2001, 2005) 2 frames, (2001, 2006) 3, (2002, 2006) 1; the best one-to-one assignments
+    # reach 3 (2001 <-> 2006, or 2001 <-> 2005 with 2002 <-> 2006): IDTP 3 of 6 GT and 6 predictions
+    assert m["IDF1"] == pytest.approx(3 / (3 + 0.5 * 3 + 0.5 * 3))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_counts_add_as_vectors(seed: int) -> None:
+    """Sums of count vectors give the metrics of the summed counts (what the block bootstrap relies on)."""
+    parts = [sequence_counts(preprocess_sequence(*random_sequence(10 * seed + k))) for k in range(3)]
+    total = sum(parts, MOTSCounts())
+    vectors = np.stack([p.to_vector() for p in parts]).sum(axis=0)
+    assert MOTSCounts.from_vector(vectors).metrics() == pytest.approx(total.metrics())
+    for key in MOTS_METRIC_KEYS:
+        assert float(metric_from_vectors(vectors, key)) == pytest.approx(total.metrics()[key]), key

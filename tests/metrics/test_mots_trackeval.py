@@ -1,9 +1,11 @@
 """Differential test against TrackEval itself (the official MOTSChallenge evaluation).
 
-TrackEval is not a project dependency: this test runs where it is installed
-(``pip install trackeval``) and is skipped elsewhere. It writes random sequences (ignore
-regions, exact-0.5 ties, a sequence without ground truth, frames without predictions) in the
-MOTS20 layout, runs TrackEval's MOTSChallenge evaluation and compares every number.
+TrackEval is a dev dependency (``make install`` installs it): this test runs where it is
+installed and is skipped elsewhere. It writes random sequences (ignore regions, exact-0.5 ties,
+a sequence without ground truth, frames without predictions) in the MOTS20 layout, runs
+TrackEval's MOTSChallenge evaluation with its result files, and compares every number, and
+``hvps evaluate mots --output-dir`` against TrackEval's ``<class>_summary.txt`` and
+``<class>_detailed.csv`` column by column.
 """
 
 from __future__ import annotations
@@ -12,9 +14,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from trackeval_files import compare_result_files
 
+from hvps_lightning.cli import main
+from hvps_lightning.evaluation.mots_folders import evaluate_mots_folders
 from hvps_lightning.formats.mots_txt import MOTSObject, write_mots_txt
-from hvps_lightning.metrics.mots import evaluate_mots_folders
 from hvps_lightning.structures.masks import encode_mask
 
 trackeval = pytest.importorskip("trackeval")
@@ -60,12 +64,17 @@ def run_trackeval(tmp_path: Path, gt: dict, pred: dict, lengths: dict) -> dict:
     gt_root, trackers = tmp_path / "gt", tmp_path / "trackers"
     for sequence, objects in gt.items():
         write_mots_txt(gt_root / sequence / "gt" / "gt.txt", objects)
+        (gt_root / sequence / "seqinfo.ini").write_text(
+            f"[Sequence]\nname={sequence}\nimDir=img1\nseqLength={lengths[sequence]}\nimWidth={W}\n"
+            f"imHeight={H}\nimExt=.jpg\n"
+        )
         write_mots_txt(tmp_path / "gt_flat" / f"{sequence}.txt", objects)
         write_mots_txt(trackers / "ours" / "data" / f"{sequence}.txt", pred[sequence])
     dataset = trackeval.datasets.MOTSChallenge(
         {
             "GT_FOLDER": str(gt_root),
             "TRACKERS_FOLDER": str(trackers),
+            "OUTPUT_FOLDER": str(tmp_path / "trackeval_out"),
             "SKIP_SPLIT_FOL": True,
             "SEQ_INFO": lengths,
             "TRACKERS_TO_EVAL": ["ours"],
@@ -77,11 +86,11 @@ def run_trackeval(tmp_path: Path, gt: dict, pred: dict, lengths: dict) -> dict:
             "USE_PARALLEL": False,
             "PRINT_RESULTS": False,
             "PRINT_CONFIG": False,
-            "OUTPUT_SUMMARY": False,
-            "OUTPUT_DETAILED": False,
+            "OUTPUT_SUMMARY": True,
+            "OUTPUT_DETAILED": True,
             "PLOT_CURVES": False,
             "TIME_PROGRESS": False,
-            "OUTPUT_EMPTY_CLASSES": False,
+            "OUTPUT_EMPTY_CLASSES": True,
         }
     )
     metrics = [trackeval.metrics.HOTA(), trackeval.metrics.CLEAR(), trackeval.metrics.Identity()]
@@ -124,3 +133,25 @@ def test_matches_trackeval(tmp_path: Path, seed: int) -> None:
     want = as_ours(expected["COMBINED_SEQ"]["pedestrian"])
     for key, value in want.items():
         assert ours["combined"][key] == pytest.approx(value, abs=1e-9), ("combined", key)
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_output_dir_matches_trackeval_result_files(
+    tmp_path: Path, seed: int, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rng = np.random.default_rng(100 + seed)
+    gt, pred, lengths = {}, {}, {}
+    for number in range(3):
+        sequence = f"MOTS20-{number:02d}"
+        lengths[sequence] = int(rng.integers(5, 15))
+        gt[sequence], pred[sequence] = random_sequence(rng, lengths[sequence], with_gt=number != 2)
+    # a trailing frame without any object: counted by seqLength (CLR_Frames), not by the files
+    lengths["MOTS20-01"] += 2
+    run_trackeval(tmp_path, gt, pred, lengths)
+    out = tmp_path / "ours"
+    code = main(["evaluate", "mots", "--gt", str(tmp_path / "gt"), "--pred",
+                 str(tmp_path / "trackers" / "ours"), "--output", str(out / "results.json"),
+                 "--output-dir", str(out), "--quiet"])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    assert "mots20 layout" in capsys.readouterr().out
+    compare_result_files(out, tmp_path / "trackeval_out" / "ours", "pedestrian")

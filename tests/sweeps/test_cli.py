@@ -19,7 +19,7 @@ PRESETS = CONFIGS_DIR / "sweeps"
 def _sweep(sim_cache, out, *extra):
     return main(
         ["sweep", "tracker", "--detections", str(sim_cache["cache"]), "--gt", str(sim_cache["root"]),
-         "--out", str(out), "--wandb", "off", *extra]
+         "--out", str(out), "--wandb", "disabled", *extra]
     )  # fmt: skip
 
 
@@ -39,7 +39,7 @@ def test_sweep_finds_a_config_at_least_as_good_as_the_default_and_hvps_track_rea
     assert best_config == TrackerConfig().replace(**best["params"])
     tracked = tmp_path / "tracked"
     code = main(["track", "--detections", str(sim_cache["cache"]), "--out", str(tracked),
-                 "--tracker-config", str(out / "best.yaml"), "--progress", "false"])  # fmt: skip
+                 "--tracker-config", str(out / "best.yaml"), "--quiet"])  # fmt: skip
     assert code == 0
     assert yaml.safe_load((tracked / "tracker_config.yaml").read_text()) == best_config.to_dict()
     assert best["value"] == pytest.approx(evaluate_config(data, best_config)["aq"])
@@ -61,7 +61,7 @@ def test_one_trial_command(sim_cache, tmp_path, capsys):
     code = main(
         ["sweep", "trial", "--detections", str(sim_cache["cache"]), "--gt", str(sim_cache["root"]),
          "--objective", "aq", "--min_hits=1", "--long_term_enabled=False", "--long_term_frames=20.0",
-         "--motion_model=kalman", "--output", str(output), "--wandb", "off"]
+         "--motion_model=kalman", "--output", str(output), "--wandb", "disabled"]
     )  # fmt: skip
     assert code == 0
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
@@ -98,7 +98,7 @@ def test_one_trial_logs_an_offline_wandb_run(sim_cache, tmp_path, monkeypatch, w
 )
 def test_user_errors_exit_2_with_one_line(sim_cache, tmp_path, capsys, extra, message):
     args = ["sweep", "tracker", "--detections", str(sim_cache["cache"]), "--gt", str(sim_cache["root"]),
-            "--wandb", "off"]  # fmt: skip
+            "--wandb", "disabled"]  # fmt: skip
     assert main(args + [a.format(tmp=tmp_path) for a in extra]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and message in err and err.startswith("hvps sweep: error:")
@@ -106,7 +106,7 @@ def test_user_errors_exit_2_with_one_line(sim_cache, tmp_path, capsys, extra, me
 
 def test_bad_trial_parameters_exit_2(sim_cache, capsys):
     code = main(["sweep", "trial", "--detections", str(sim_cache["cache"]), "--gt", str(sim_cache["root"]),
-                 "--wandb", "off", "--min_hits=2.5"])  # fmt: skip
+                 "--wandb", "disabled", "--min_hits=2.5"])  # fmt: skip
     assert code == 2 and "--min_hits 2.5: expected an integer" in capsys.readouterr().err
 
 
@@ -141,7 +141,7 @@ def test_sweep_presets_run(sim_cache, tmp_path, preset):
     out = tmp_path / "out"
     code = main(
         ["sweep", "tracker", "--config", str(preset), "--detections", str(sim_cache["cache"]),
-         "--gt", str(sim_cache["root"]), "--out", str(out), "--wandb", "off", *extra,
+         "--gt", str(sim_cache["root"]), "--out", str(out), "--wandb", "disabled", *extra,
          *(["--trials", "2"] if trials > 17 else [])]
     )  # fmt: skip
     assert code == 0

@@ -80,7 +80,7 @@ def test_missing_inputs_are_user_errors(sim_cache, tmp_path):
 
 def test_mots_objectives_score_the_written_mots_txt(sim_cache, tmp_path):
     from hvps_lightning.cli import main
-    from hvps_lightning.metrics.mots import evaluate_mots_folders
+    from hvps_lightning.evaluation.mots_folders import evaluate_mots_folders
 
     data = load_sweep_data(sim_cache["cache"], sim_cache["root"], "idf1")
     first = data.detections["0002"]
@@ -92,7 +92,7 @@ def test_mots_objectives_score_the_written_mots_txt(sim_cache, tmp_path):
     # the same numbers as `hvps track` + the MOTS evaluation of its files
     config.to_yaml(tmp_path / "config.yaml")
     code = main(["track", "--detections", str(sim_cache["cache"]), "--out", str(tmp_path / "tracked"),
-                 "--tracker-config", str(tmp_path / "config.yaml"), "--progress", "false"])  # fmt: skip
+                 "--tracker-config", str(tmp_path / "config.yaml"), "--quiet"])  # fmt: skip
     assert code == 0
     gt_dir = sim_cache["root"] / "instances_txt" / "train"
     combined = evaluate_mots_folders(gt_dir, tmp_path / "tracked" / "mots")["combined"]

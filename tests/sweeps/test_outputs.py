@@ -8,6 +8,7 @@ import optuna
 import pandas as pd
 import pytest
 from PIL import Image
+from wandb_offline import read_offline_run
 
 from hvps_lightning.cli.sweep import run_tracker_sweep
 from hvps_lightning.sweeps.study import open_study
@@ -18,7 +19,7 @@ from hvps_lightning.tracking.config import TrackerConfig
 def test_outputs_of_a_sweep(make_settings, tmp_path):
     out = tmp_path / "out"
     settings = make_settings(n_trials=6, stub={"fail_above": 0.8})
-    summary = run_tracker_sweep(settings, out, wandb="off")
+    summary = run_tracker_sweep(settings, out, wandb="disabled")
     study = open_study(settings)
 
     best = TrackerConfig.from_yaml(out / "best.yaml")
@@ -46,7 +47,7 @@ def test_outputs_of_a_sweep(make_settings, tmp_path):
 
 
 def test_plots_are_skipped_with_too_few_trials(make_settings, tmp_path):
-    summary = run_tracker_sweep(make_settings(n_trials=1), tmp_path / "out", wandb="off")
+    summary = run_tracker_sweep(make_settings(n_trials=1), tmp_path / "out", wandb="disabled")
     assert summary["plots"]["optimization_history.png"] == "written"
     assert summary["plots"]["param_importances.png"].startswith("skipped")
 
@@ -59,7 +60,7 @@ def test_outputs_are_written_when_interrupted(make_settings, tmp_path):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        run_tracker_sweep(make_settings(n_trials=5), out, wandb="off", callbacks=[stop])
+        run_tracker_sweep(make_settings(n_trials=5), out, wandb="disabled", callbacks=[stop])
     assert len(pd.read_csv(out / "trials.csv")) == 2
     assert (out / "best.yaml").is_file()
 
@@ -89,6 +90,10 @@ def test_offline_wandb_run_holds_every_trial(make_settings, tmp_path, monkeypatc
     assert all((r["fail_reason"] is None) == (r["state"] == "COMPLETE") for r in rows)
     # the run's history (protobuf records) carries the per-trial curve, and the run was finished
     wandb_records(lambda: list(runs[0].glob("run-*.wandb")), [b"trial/best_so_far", b"trial/value"])
+    # the results are the run's `result` artifact (lineage: cache -> sweep run -> best.yaml)
+    (artifact,) = [a for a in read_offline_run(runs[0]).artifacts if a["type"] == "result"]
+    assert artifact["name"] == f"sweep-{settings.study_name}"
+    assert artifact["files"] == ["best.yaml", "summary.json", "trials.csv"]
     # a second sweep in the same process gets its own run (each run is finished)
     run_tracker_sweep(make_settings(n_trials=6), out, wandb="offline")
     assert len(_wandb_files(out)) == 2
@@ -101,5 +106,17 @@ def test_wandb_mode_resolution(monkeypatch):
     monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
     assert resolve_wandb_mode("auto") == "online"
     monkeypatch.setenv("WANDB_MODE", "disabled")
-    assert resolve_wandb_mode("auto") == "off"
+    assert resolve_wandb_mode("auto") == "disabled"
     assert resolve_wandb_mode("offline") == "offline"
+
+
+def test_progress_reports_finished_trials_and_the_best_so_far(make_settings, tmp_path):
+    calls = []
+    summary = run_tracker_sweep(
+        make_settings(n_trials=4), tmp_path / "out", wandb="disabled",
+        progress=lambda done, total, **postfix: calls.append((done, total, postfix)),
+    )  # fmt: skip
+    assert [c[0] for c in calls] == [1, 2, 3, 4] and {c[1] for c in calls} == {4}
+    best = [float(c[2]["aq"]) for c in calls]
+    assert best == sorted(best)  # best so far never decreases
+    assert best[-1] == pytest.approx(summary["best"]["value"], abs=1e-4)

@@ -108,3 +108,12 @@ def test_stq_export_carries_the_semantic_cache(folders):
     assert config["metric"]["name"] == "stq"
     command = config["command"]
     assert command[command.index("--semantic") + 1] == str((folders / "semantic").resolve())
+
+
+def test_export_keeps_an_artifact_reference_for_the_agents(folders):
+    reference = "wandb-artifact://me/hvps-lightning/detections-motchallenge_step:v2"
+    path = folders / "sweep.yaml"
+    assert main(["sweep", "tracker", "--detections", reference, "--gt", str(folders / "gt"),
+                 "--export-wandb", str(path)]) == 0  # fmt: skip
+    command = yaml.safe_load(path.read_text())["command"]
+    assert command[command.index("--detections") + 1] == reference  # each agent run resolves it

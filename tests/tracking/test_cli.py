@@ -28,7 +28,7 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def run_track(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    code = main(["track", *args, "--progress", "false"])
+    code = main(["track", *args, "--quiet"])
     out, err = capsys.readouterr()
     return code, out, err
 

@@ -33,7 +33,12 @@ KITTI_MOTS_SPLITS: dict[str, SplitSpec] = {
 
 
 
-def _read_seqinfo(path: Path) -> dict[str, str]:
+def read_seqinfo(path: Path) -> dict[str, str]:
+    """The ``[Sequence]`` entries of a MOTS20 ``seqinfo.ini`` (keys lower-cased: ``seqlength``...).
+
+    Raises:
+        HVPSError: naming the file if it is unreadable or has no ``[Sequence]`` section.
+    """
     parser = configparser.ConfigParser()
     try:
         parser.read_string(path.read_text(encoding="utf-8"))
@@ -66,7 +71,7 @@ def scan_mots20(spec: DatasetSpec, root: Path, folders: Iterable[str] | None) ->
             seqinfo: dict[str, str] = {}
             if seqinfo_path.is_file():
                 try:
-                    seqinfo = _read_seqinfo(seqinfo_path)
+                    seqinfo = read_seqinfo(seqinfo_path)
                 except HVPSError as exc:
                     scan.problems.append(
                         Problem(seqinfo_path, str(exc).removeprefix(f"{seqinfo_path}: "), key)
