@@ -30,11 +30,10 @@ from hvps_lightning.cli.pipeline import (
     CommandRunner,
     check_wandb_mode,
     fresh_output_dir,
-    last_checkpoint,
     synth_sequences,
 )
 from hvps_lightning.errors import HVPSError
-from hvps_lightning.io import atomic_open, atomic_path
+from hvps_lightning.io import atomic_open, atomic_path, last_checkpoint
 
 TA_SA_VARIANTS: tuple[tuple[bool, bool], ...] = ((True, True), (True, False), (False, True), (False, False))
 TRACKER_VARIANTS: dict[str, dict[str, bool]] = {
