@@ -358,7 +358,7 @@ def test_one_root_sharing_a_sequence_between_training_and_validation_is_refused(
 ) -> None:
     dm = HVPSDataModule(finetune_stage="mot_step", root=str(synth_mot_step_root), val_split="train",
                         sequences={"train": ["0009", "0002"], "val": ["0002"]})  # fmt: skip
-    with pytest.raises(HVPSError, match="training sequence 0002 .* is the same footage \\(MOT17-02\\)"):
+    with pytest.raises(HVPSError, match=r"training sequence 0002 .* is the same footage \(MOT17-02\)"):
         dm.setup("fit")
     # the submission setup: both sequences in training, no validation
     final = HVPSDataModule(finetune_stage="mot_step", root=str(synth_mot_step_root), val_split=None,
@@ -371,4 +371,5 @@ def test_train_sources_are_checked_when_configured() -> None:
     with pytest.raises(HVPSError, match="unknown dataset 'nope'"):
         HVPSDataModule(finetune_stage="mot_step", train_sources=[{"dataset": "nope", "root": "x"}])
     with pytest.raises(HVPSError, match="no class map from 'motchallenge_step' to 'kitti_step'"):
-        HVPSDataModule(finetune_stage="kitti_step", train_sources=[{"dataset": "motchallenge_step", "root": "x"}])
+        HVPSDataModule(finetune_stage="kitti_step",
+                       train_sources=[{"dataset": "motchallenge_step", "root": "x"}])  # fmt: skip
