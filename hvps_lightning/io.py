@@ -235,3 +235,27 @@ def output_folder(path: str | Path, overwrite: bool = False, option: str = "--ou
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
+
+
+def last_checkpoint(run_root: str | Path, option: str | None = None) -> Path:
+    """The newest ``checkpoints/*/last*.ckpt`` of a training run folder (``hvps fit``'s ``default_root_dir``).
+
+    Every ``hvps fit`` writes its checkpoints into a new ``checkpoints/<time>/`` folder of its
+    run folder (``RunCheckpoint``), so a run folder stands for the last checkpoint of its
+    newest run.
+
+    Args:
+        run_root: the run folder.
+        option: the argument that named it, for messages (e.g. ``init_from``).
+
+    Raises:
+        HVPSError: if the folder or its checkpoints are missing.
+    """
+    run_root = Path(run_root)
+    where = f"{option} {run_root}" if option else str(run_root)
+    if not run_root.is_dir():
+        raise HVPSError(f"{where}: no such run folder (train that stage first, or give a checkpoint file)")
+    found = sorted(run_root.glob("checkpoints/*/last*.ckpt"), key=lambda p: p.stat().st_mtime)
+    if not found:
+        raise HVPSError(f"{where}: the training run wrote no checkpoints/*/last.ckpt")
+    return found[-1]

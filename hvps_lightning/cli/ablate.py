@@ -40,12 +40,11 @@ from hvps_lightning.cli.pipeline import (
     CommandRunner,
     check_wandb_mode,
     fresh_output_dir,
-    last_checkpoint,
     synth_sequences,
 )
 from hvps_lightning.cli.progress import add_quiet_argument
 from hvps_lightning.errors import HVPSError
-from hvps_lightning.io import atomic_open, write_json
+from hvps_lightning.io import atomic_open, last_checkpoint, write_json
 
 if TYPE_CHECKING:
     from hvps_lightning.evaluation.ablation import AblationAnalysis, AblationRun

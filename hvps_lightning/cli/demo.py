@@ -33,13 +33,12 @@ from hvps_lightning.cli.pipeline import (
     check_wandb_mode,
     evaluate_val_sequence,
     fresh_output_dir,
-    last_checkpoint,
     read_json,
     render_overlays,
     synth_sequences,
 )
 from hvps_lightning.cli.progress import add_quiet_argument
-from hvps_lightning.io import write_json
+from hvps_lightning.io import last_checkpoint, write_json
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,9 @@ every other command is a jsonargparse parser in the module that owns it, importe
 when that command runs so that ``hvps --help`` and the light commands start fast.
 
 A command module provides ``build_parser() -> jsonargparse.ArgumentParser`` and
-``run(cfg: jsonargparse.Namespace) -> int | None``. Errors a user can cause are
+``run(cfg: jsonargparse.Namespace) -> int | None``, or, when it takes the arguments of ``hvps
+fit`` (``hvps plan``), ``run_args(args: list[str]) -> int`` that parses them itself. Errors a
+user can cause are
 :class:`~hvps_lightning.errors.HVPSError`: printed as one line on stderr, exit code 2, no
 traceback unless ``--debug`` is given.
 """
@@ -36,6 +38,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "ablate": ("hvps_lightning.cli.ablate", "run the TA/SA ablation grid"),
     "demo": ("hvps_lightning.cli.demo", "the end-to-end demo on generated data"),
     "config": ("hvps_lightning.cli.config", "list or show the shipped YAML configs"),
+    "plan": ("hvps_lightning.cli.plan", "a training config's resolved schedule as JSON (no training)"),
+    "submit": ("hvps_lightning.cli.submit", "pack predictions in a benchmark server's layout (step|mots)"),
 }
 
 
@@ -218,6 +222,8 @@ def main(args: Sequence[str] | None = None) -> int:
         if command not in COMMANDS:
             raise HVPSError(f"unknown command {command!r}; run `hvps --help` for the list")
         module = importlib.import_module(COMMANDS[command][0])
+        if hasattr(module, "run_args"):
+            return int(module.run_args(argv[1:]) or 0)
         parser = module.build_parser()
         parser.prog = f"hvps {command}"
         parser.exit_on_error = False

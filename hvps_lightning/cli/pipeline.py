@@ -107,18 +107,6 @@ class CommandRunner:
         return timings
 
 
-def last_checkpoint(run_root: str | Path) -> Path:
-    """Return the newest ``last.ckpt`` under ``run_root/checkpoints/*/``.
-
-    Raises:
-        HVPSError: if the run wrote none.
-    """
-    found = sorted(Path(run_root).glob("checkpoints/*/last*.ckpt"), key=lambda p: p.stat().st_mtime)
-    if not found:
-        raise HVPSError(f"{run_root}: the training run wrote no checkpoints/*/last.ckpt")
-    return found[-1]
-
-
 def synth_sequences(root: str | Path, split: str) -> list[str]:
     """Names of the generated sequences of ``split`` (from the generator's ``hvps_synth.json``).
 

@@ -11,7 +11,13 @@
 so moving to the next stage is one config change (``finetune_stage`` and, for a non-default
 location, ``root``). ``dataset`` reads another dataset in the stage's label space through the
 class maps of :mod:`hvps_lightning.structures.specs` (e.g. ``dataset: mots`` under ``mot_step``:
-MOTS20 pedestrians become persons, everything else void).
+MOTS20 pedestrians become persons, everything else void); ``train_sources`` trains on the
+sequences of several roots at once (e.g. MOTS20 next to MOTChallenge-STEP 0009).
+
+Training and validation never share footage unless told so (``allow_shared_footage``): MOTS20-02
+and MOTChallenge-STEP 0002 are the same video (MOT17-02), and so are KITTI-MOTS and KITTI-STEP
+sequences of one number (:func:`~hvps_lightning.structures.specs.footage`); a split that would
+validate on frames the model trained on is refused with one line when the data is set up.
 
 Batches follow docs/ARCHITECTURE.md "Batches" exactly (:func:`collate_clips`). Training items
 hold ``clips_per_item`` clips of one sequence, so a training batch has ``batch_size *
@@ -34,22 +40,40 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import lightning as L
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, get_worker_info
+from torch.utils.data import ConcatDataset, DataLoader, Dataset, DistributedSampler, get_worker_info
 
 from hvps_lightning.data.datasets import ClipDataset, ClipMode, Targets
 from hvps_lightning.data.transforms import ClipTransform, normalize_batch_frames, normalize_frames
 from hvps_lightning.errors import HVPSError
-from hvps_lightning.structures.specs import DatasetSpec, get_spec, stage_spec
+from hvps_lightning.structures.specs import DatasetSpec, class_map, footage, get_spec, stage_spec
 
 FinetuneStage = Literal["kitti_panoptic", "kitti_step", "mot_step"]
 DatasetName = Literal["kitti_panoptic", "kitti_step", "motchallenge_step", "mots"]
 Role = Literal["train", "val", "test", "predict"]
+
+
+@dataclass(frozen=True)
+class TrainSource:
+    """A dataset root whose sequences the training set reads (in the stage's label space).
+
+    Attributes:
+        dataset: the dataset the root holds (its layout and classes).
+        root: the dataset root.
+        split: the split of the root to read.
+        sequences: exactly these sequences of the split (default: the split's own).
+    """
+
+    dataset: DatasetName
+    root: str
+    split: str = "train"
+    sequences: list[str] | None = None
 
 
 class ClipCollate:
@@ -231,6 +255,11 @@ class HVPSDataModule(L.LightningDataModule):
             the bytes, and :meth:`on_after_batch_transfer` normalises them on the device into
             the same float32 (B, T, 3, H, W) the model gets otherwise; the workers skip the
             normalisation.
+        train_sources: train on the sequences of these roots (each in its own layout, classes
+            mapped into the stage's) instead of ``root``'s ``train_split``; validation, test and
+            prediction still read ``root``.
+        allow_shared_footage: accept training and validation sequences of the same footage
+            (refused by default: the validation would score frames the model trained on).
     """
 
     def __init__(
@@ -261,6 +290,8 @@ class HVPSDataModule(L.LightningDataModule):
         targets: Targets = "all",
         reduced_decode: bool = False,
         normalize_on_device: bool = False,
+        train_sources: list[TrainSource] | None = None,
+        allow_shared_footage: bool = False,
     ) -> None:
         super().__init__()
         # the model owns `dataset` (linked from this module); saving it here too would clash
@@ -309,12 +340,13 @@ class HVPSDataModule(L.LightningDataModule):
         self.reduced_decode = reduced_decode
         self.normalize_on_device = normalize_on_device
         self.collate = ClipCollate(self._spec.ignore_label, self._spec.label_divisor, not normalize_on_device)
-        self.datasets: dict[str, ClipDataset] = {}
+        self.datasets: dict[str, ClipDataset | ConcatDataset] = {}
+        self.train_sources = [TrainSource(**s) if isinstance(s, dict) else s for s in train_sources or []]
+        self.allow_shared_footage = allow_shared_footage
         # Fail fast on an impossible class mapping rather than in the first batch.
-        if self.source_spec.name != self._spec.name:
-            from hvps_lightning.structures.specs import class_map
-
-            class_map(self.source_spec.name, self._spec.name)
+        for source in {self.source_spec.name, *(get_spec(s.dataset).name for s in self.train_sources)}:
+            if source != self._spec.name:
+                class_map(source, self._spec.name)
 
     # -- what the models link to --------------------------------------------------------
     @property
@@ -344,35 +376,93 @@ class HVPSDataModule(L.LightningDataModule):
             ignore_value=self._spec.ignore_label * self._spec.label_divisor,
         )
 
-    def dataset(self, role: Role) -> ClipDataset:
+    def dataset(self, role: Role) -> ClipDataset | ConcatDataset:
         """The dataset of ``role`` (``train``, ``val``, ``test``, ``predict``), built on first use.
+
+        With ``train_sources``, the training set is the concatenation of one
+        :class:`ClipDataset` per source.
 
         Raises:
             HVPSError: if the role has no split, or the root / split / files are bad.
         """
         if role not in self.datasets:
+            if role == "train" and self.train_sources:
+                parts: list[ClipDataset] = []
+                for source in self.train_sources:
+                    offset = sum(len(p.sequences) for p in parts)
+                    parts.append(self._clip_dataset(role, get_spec(source.dataset), Path(source.root),
+                                                    source.split, source.sequences, offset))  # fmt: skip
+                self.datasets[role] = ConcatDataset(parts)
+                return self.datasets[role]
             split = self.splits[role]
             if split is None:
                 raise HVPSError(f"no {role} split configured ({role}_split is null)")
-            train = role == "train"
-            self.datasets[role] = ClipDataset(
-                self.source_spec,
-                self.root,
-                split,
-                label_spec=self._spec,
-                clip_length=self.clip_length,
-                clip_mode=self.clip_mode,
-                clip_stride=self.clip_stride,
-                clips_per_item=self.clips_per_item if train else 1,
-                clip_gap=self.clip_gap,  # type: ignore[arg-type]
-                transform=self.transform(train),
-                sequences=self.sequences.get(role),
-                max_sequences=self.max_sequences,
-                max_frames=self.max_frames,
-                targets=self.targets,
-                reduced_decode=self.reduced_decode,
+            self.datasets[role] = self._clip_dataset(
+                role, self.source_spec, self.root, split, self.sequences.get(role)
             )
         return self.datasets[role]
+
+    def clip_datasets(self, role: Role) -> list[ClipDataset]:
+        """The :class:`ClipDataset` parts of the dataset of ``role`` (one, or one per training source)."""
+        built = self.dataset(role)
+        return list(built.datasets) if isinstance(built, ConcatDataset) else [built]  # type: ignore[arg-type]
+
+    def _clip_dataset(
+        self,
+        role: Role,
+        spec: DatasetSpec,
+        root: Path,
+        split: str,
+        sequences: list[str] | None,
+        identity_offset: int = 0,
+    ) -> ClipDataset:
+        train = role == "train"
+        return ClipDataset(
+            spec,
+            root,
+            split,
+            label_spec=self._spec,
+            clip_length=self.clip_length,
+            clip_mode=self.clip_mode,
+            clip_stride=self.clip_stride,
+            clips_per_item=self.clips_per_item if train else 1,
+            clip_gap=self.clip_gap,  # type: ignore[arg-type]
+            transform=self.transform(train),
+            sequences=sequences,
+            max_sequences=self.max_sequences,
+            max_frames=self.max_frames,
+            targets=self.targets,
+            reduced_decode=self.reduced_decode,
+            identity_offset=identity_offset,
+        )
+
+    def check_footage(self) -> None:
+        """Refuse validation sequences whose footage a training sequence shows (unless allowed).
+
+        Raises:
+            HVPSError: naming both sequences, their datasets and roots, and the way out.
+        """
+        if self.allow_shared_footage:
+            return
+        trained: dict[str, tuple[str, ClipDataset]] = {}
+        for part in self.clip_datasets("train"):
+            for seq in part.sequences:
+                shown = footage(part.source_spec, seq.split_folder, seq.name)
+                if shown is not None:
+                    trained.setdefault(shown, (seq.name, part))
+        for part in self.clip_datasets("val"):
+            for seq in part.sequences:
+                shown = footage(part.source_spec, seq.split_folder, seq.name)
+                if shown in trained:
+                    name, source = trained[shown]
+                    where = f"{source.source_spec.name}, {source.index.root}"
+                    val_where = f"{part.source_spec.name}, {part.index.root}"
+                    raise HVPSError(
+                        f"data: training sequence {name} ({where}) is the same footage ({shown}) as "
+                        f"validation sequence {seq.name} ({val_where}), so validation would score frames "
+                        "the model trained on; train on other sequences, or set "
+                        "--data.init_args.allow_shared_footage true"
+                    )
 
     def setup(self, stage: str | None = None) -> None:
         """Build the datasets a Lightning stage (``fit``, ``validate``, ``test``, ``predict``) needs."""
@@ -386,8 +476,10 @@ class HVPSDataModule(L.LightningDataModule):
         else:
             roles = ("train", "val", "test", "predict")
         for role in roles:
-            if self.splits[role] is not None:
+            if self.splits[role] is not None or (role == "train" and self.train_sources):
                 self.dataset(role)
+        if "train" in self.datasets and "val" in self.datasets:
+            self.check_footage()
 
     def _loader(self, role: Role, shuffle: bool) -> DataLoader:
         dataset = self.dataset(role)

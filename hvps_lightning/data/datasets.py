@@ -266,6 +266,8 @@ class ClipDataset(Dataset):
         reduced_decode: decode JPEG frames at 1/2, 1/4 or 1/8 of their size when the
             transform's ``image_size`` allows (faster; pixels differ slightly from a full decode
             followed by the resize).
+        identity_offset: sequences of other datasets numbered before this one's, so that the
+            identities of datasets joined into one training set never collide.
     """
 
     def __init__(
@@ -285,10 +287,12 @@ class ClipDataset(Dataset):
         max_frames: int | None = None,
         targets: Targets = "all",
         reduced_decode: bool = False,
+        identity_offset: int = 0,
     ) -> None:
         super().__init__()
         if targets not in ("all", "semantic"):
             raise HVPSError(f"targets must be 'all' or 'semantic', got {targets!r}")
+        self.identity_offset = int(identity_offset)
         self.offsets = clip_offsets(clip_length, clip_mode, clip_stride)
         if clips_per_item < 1:
             raise HVPSError(f"clips_per_item must be >= 1, got {clips_per_item}")
@@ -415,7 +419,7 @@ class ClipDataset(Dataset):
         if self.targets == "semantic":
             target_dict = semantic_targets(labels)
         else:
-            base = sequence * self._identity_stride
+            base = (self.identity_offset + sequence) * self._identity_stride
             target_dict = panoptic_targets(labels, spec, identity_base=base, labelled=labelled)
         meta = _meta(seq, target_frame, target, loaded.size)
         # the size the network sees before the collate function pads the batch

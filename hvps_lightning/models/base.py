@@ -12,7 +12,9 @@ the MOTS and the semantic tasks share:
 * the one start-weights loader: ``pretrained``, then ``init_checkpoint``, then ``init_from``,
   applied once in ``setup`` and never over weights a checkpoint restored. Building a network
   loads nothing (detectron2's ``build_model`` versus its ``Checkpointer``);
-* the optimiser and LR schedule from YAML (LightningCLI callables) with a linear warm-up.
+* the optimiser and the LR schedule: an :class:`~hvps_lightning.models.schedule.LRSchedule` sized in
+  fractions of the run's optimiser steps (what the stage configs use), or a torch scheduler from
+  YAML (LightningCLI callables) with a linear warm-up.
 
 Subclasses fill in the ``configure_*`` hooks, :meth:`BaseTask.pretrained_state` (what
 ``pretrained`` names), :meth:`BaseTask.checkpoint_state` (the file formats ``init_checkpoint``
@@ -34,15 +36,11 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 
 from hvps_lightning.errors import HVPSError
+from hvps_lightning.io import last_checkpoint
 from hvps_lightning.models.net_config import net_config
+from hvps_lightning.models.schedule import LRSchedule, build_schedulers
 from hvps_lightning.models.state import LoadResult, fresh_modules
 from hvps_lightning.structures.specs import DatasetSpec, get_spec
-
-#: schedulers whose sizes PyTorch counts in optimiser steps (batches): stepped every step, not every epoch
-PER_STEP_SCHEDULERS: tuple[type, ...] = (
-    torch.optim.lr_scheduler.OneCycleLR,
-    torch.optim.lr_scheduler.CyclicLR,
-)
 
 #: Lightning's instantiator (allow-listed by ``load_from_checkpoint``) that rebuilds a task and its
 #: nested network from the saved configuration, as for a model the LightningCLI built
@@ -126,14 +124,20 @@ class BaseTask(L.LightningModule):
         dataset: name of the dataset spec the model predicts (linked from the DataModule).
         optimizer: optimiser factory (LightningCLI callable); AdamW(lr=1e-4) by default.
         lr_scheduler: optional LR scheduler factory, stepped every epoch; the per-batch schedulers
-            of :data:`PER_STEP_SCHEDULERS` (``OneCycleLR``, ``CyclicLR``) are stepped every
-            optimiser step (their ``total_steps`` count steps) and bring their own warm-up.
-        warmup_steps: linear LR warm-up over this many optimiser steps (0: none; must be 0 with a
-            per-step scheduler, which would fight it over the LR).
+            of :data:`~hvps_lightning.models.schedule.PER_STEP_SCHEDULERS` (``OneCycleLR``,
+            ``CyclicLR``) are stepped every optimiser step (their ``total_steps`` count steps) and
+            bring their own warm-up.
+        warmup_steps: linear LR warm-up over this many optimiser steps before an epoch-level
+            ``lr_scheduler`` (0: none; must be 0 with a per-step scheduler, which would fight it
+            over the LR).
         pretrained: published start weights (``none``; the values each task knows; downloads).
         init_checkpoint: a local weights file to start from (the formats each task reads).
         init_from: checkpoint of the previous finetuning stage to start from; class-specific
-            weights are carried through the spec's class map, the rest start fresh.
+            weights are carried through the spec's class map, the rest start fresh. A run folder
+            (``hvps fit``'s ``default_root_dir``) stands for its newest ``checkpoints/*/last.ckpt``.
+        schedule: warm-up and decay in fractions of the run's optimiser steps, stepped every step
+            (instead of ``lr_scheduler`` and ``warmup_steps``); its length is the trainer's
+            ``estimated_stepping_batches`` unless it names ``total_steps``.
     """
 
     #: metric that checkpoint/early-stopping callbacks watch, and its direction
@@ -153,6 +157,7 @@ class BaseTask(L.LightningModule):
         pretrained: str = "none",
         init_checkpoint: str | None = None,
         init_from: str | None = None,
+        schedule: LRSchedule | None = None,
     ) -> None:
         super().__init__()
         # Collects the arguments of every __init__ up the subclass chain (or, under the
@@ -163,9 +168,17 @@ class BaseTask(L.LightningModule):
             # Built in Python: load_from_checkpoint rebuilds it as the CLI would, nested net included.
             extra["_class_path"] = f"{type(self).__module__}.{type(self).__qualname__}"
             extra["_instantiator"] = INSTANTIATOR
+        self.schedule = LRSchedule.of(schedule)
+        # plain values among the hyperparameters: checkpoints load without unpickling classes
+        extra["schedule"] = self.schedule.as_dict() if self.schedule is not None else None
         self.save_hyperparameters(extra)  # merged in, and in hparams_initial (what loggers receive)
         if warmup_steps < 0:
             raise HVPSError(f"warmup_steps must be >= 0, got {warmup_steps}")
+        if self.schedule is not None and (lr_scheduler is not None or warmup_steps > 0):
+            raise HVPSError(
+                "schedule is set together with lr_scheduler or warmup_steps; use one: schedule (warm-up "
+                "and decay in fractions of the run) or lr_scheduler (+ warmup_steps)"
+            )
         self.spec: DatasetSpec = get_spec(dataset)
         self.net = net
         self.optimizer_factory = optimizer
@@ -266,7 +279,13 @@ class BaseTask(L.LightningModule):
         return fresh
 
     def previous_stage_state(self, path: str | Path) -> tuple[dict[str, Tensor], WeightSource]:
-        """The network state and the dataset spec of the previous stage's checkpoint at ``path``."""
+        """The network state and the dataset spec of the previous stage's checkpoint at ``path``.
+
+        A folder (or a path without a file suffix) is the previous stage's run folder: its newest
+        ``checkpoints/*/last.ckpt``.
+        """
+        if Path(path).is_dir() or not Path(path).suffix:
+            path = last_checkpoint(path, "init_from")
         ckpt = load_checkpoint_file(path, "init_from")
         state, spec = self._project_state(ckpt)
         # say which weights: a stage's last.ckpt holds its final step (RunCheckpoint)
@@ -295,46 +314,22 @@ class BaseTask(L.LightningModule):
 
     # Optimisation -------------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
-        """Optimiser from the factory, a per-step linear warm-up and an optional scheduler.
+        """The optimiser from its factory and the LR schedulers (:func:`.schedule.build_schedulers`).
 
         Raises:
-            HVPSError: if ``warmup_steps`` is combined with a per-step scheduler.
+            HVPSError: for a schedule the run cannot size, or a scheduler that does not fit it.
         """
         params = [p for p in self.parameters() if p.requires_grad]
         optimizer = self.optimizer_factory(params)
-        schedulers = []
-        warmup = int(self.hparams.get("warmup_steps", 0))
-        scheduler = self.lr_scheduler_factory(optimizer) if self.lr_scheduler_factory is not None else None
-        per_step = isinstance(scheduler, PER_STEP_SCHEDULERS)
-        total = getattr(scheduler, "total_steps", None)
-        if isinstance(scheduler, torch.optim.lr_scheduler.OneCycleLR) and self._trainer is not None:
-            needed = self.trainer.estimated_stepping_batches
-            if needed > total:
-                raise HVPSError(
-                    f"lr_scheduler OneCycleLR: total_steps={total} is shorter than this run's {needed} "
-                    "optimiser steps (trainer.max_steps / max_epochs); set "
-                    f"--model.init_args.lr_scheduler.init_args.total_steps to at least {needed}"
-                )
-        if per_step and warmup > 0:
-            raise HVPSError(
-                f"warmup_steps={warmup} with lr_scheduler {type(scheduler).__name__}: both set the LR every "
-                "step; set warmup_steps to 0 (the scheduler warms up itself, e.g. OneCycleLR's pct_start)"
-            )
-        if warmup > 1:
-            # LR factor (step + 1) / warmup, reaching 1 at step warmup - 1. LinearLR is chainable (it
-            # scales the current LR), so after the warm-up it leaves an epoch scheduler's decay alone;
-            # LambdaLR would reset the LR to base * 1 every step and undo it.
-            schedulers.append(
-                {
-                    "scheduler": torch.optim.lr_scheduler.LinearLR(
-                        optimizer, start_factor=1.0 / warmup, end_factor=1.0, total_iters=warmup - 1
-                    ),
-                    "interval": "step",
-                }
-            )
-        if scheduler is not None:
-            schedulers.append({"scheduler": scheduler, "interval": "step" if per_step else "epoch",
-                               "monitor": self.monitor})  # fmt: skip
+        total = self.trainer.estimated_stepping_batches if self._trainer is not None else None
+        schedulers = build_schedulers(
+            optimizer,
+            schedule=self.schedule,
+            lr_scheduler=self.lr_scheduler_factory,
+            warmup_steps=int(self.hparams.get("warmup_steps", 0)),
+            total_steps=total,
+            monitor=self.monitor,
+        )
         if not schedulers:
             return optimizer
         return [optimizer], schedulers

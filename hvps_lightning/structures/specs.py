@@ -14,7 +14,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -38,17 +38,34 @@ CITYSCAPES_COLORS: tuple[tuple[int, int, int], ...] = (
 
 @dataclass(frozen=True)
 class SplitSpec:
-    """Where one split lives: the official folder and the official sequences in it.
+    """Where one split lives: the official folder, the official sequences in it and their lengths.
 
     Attributes:
         folder: the split folder name on disk (``train``, ``val``, ``test``).
         sequences: the official sequence names of the split (empty: whatever is there).
         has_labels: whether the official release ships ground truth for this split.
+        frames: the official number of frames of each sequence (where the release says; the
+            schedules of ``hvps plan`` are sized from them when no dataset root is at hand).
+        images: the official number of images of a split of single images (no sequences).
     """
 
     folder: str
     sequences: tuple[str, ...] = ()
     has_labels: bool = True
+    frames: Mapping[str, int] = field(default_factory=dict)
+    images: int | None = None
+
+    def official_frames(self, sequences: Sequence[str] | None = None) -> int | None:
+        """The official number of frames of ``sequences`` (default: the split's own), if known.
+
+        Returns ``None`` when the release's count of one of them is not recorded here.
+        """
+        if not self.frames and not sequences:
+            return self.images
+        names = list(sequences) if sequences is not None else list(self.sequences)
+        if not names or any(name not in self.frames for name in names):
+            return None
+        return sum(self.frames[name] for name in names)
 
 
 @dataclass(frozen=True)
@@ -123,6 +140,22 @@ _KITTI_STEP_TRAIN = ("0000", "0001", "0003", "0004", "0005", "0009", "0011", "00
 _KITTI_STEP_VAL = ("0002", "0006", "0007", "0008", "0010", "0013", "0014", "0016", "0018")
 _KITTI_STEP_TEST = tuple(f"{i:04d}" for i in range(29))
 
+
+# Frames per sequence of the KITTI tracking training set (KITTI-STEP and KITTI-MOTS use its 21
+# sequences): the KITTI tracking devkit's evaluate_tracking.seqmap, the same numbers as the
+# KITTI-MOTS val seqmap (TrackEval's data/gt/kitti/kitti_mots_val/evaluate_mots.seqmap.val);
+# they sum to deeplab2's KITTI-STEP sizes (data/dataset.py @ 64bc1c1a: train 5027, val 2981).
+_KITTI_TRACKING_FRAMES: dict[str, int] = {
+    "0000": 154, "0001": 447, "0002": 233, "0003": 144, "0004": 314, "0005": 297, "0006": 270,
+    "0007": 800, "0008": 390, "0009": 803, "0010": 294, "0011": 373, "0012": 78, "0013": 340,
+    "0014": 106, "0015": 376, "0016": 209, "0017": 145, "0018": 339, "0019": 1059, "0020": 837,
+}  # fmt: skip
+
+
+def _frames_of(sequences: tuple[str, ...]) -> dict[str, int]:
+    return {name: _KITTI_TRACKING_FRAMES[name] for name in sequences}
+
+
 KITTI_STEP = DatasetSpec(
     name="kitti_step",
     class_names=CITYSCAPES_CLASSES,
@@ -131,8 +164,9 @@ KITTI_STEP = DatasetSpec(
     label_divisor=1000,
     layout="step",
     splits={
-        "train": SplitSpec("train", _KITTI_STEP_TRAIN),
-        "val": SplitSpec("val", _KITTI_STEP_VAL),
+        "train": SplitSpec("train", _KITTI_STEP_TRAIN, frames=_frames_of(_KITTI_STEP_TRAIN)),
+        "val": SplitSpec("val", _KITTI_STEP_VAL, frames=_frames_of(_KITTI_STEP_VAL)),
+        # 11,095 frames in all (deeplab2 data/dataset.py); per-sequence lengths not recorded here
         "test": SplitSpec("test", _KITTI_STEP_TEST, has_labels=False),
     },
     colors=CITYSCAPES_COLORS,
@@ -151,11 +185,13 @@ MOTCHALLENGE_STEP = DatasetSpec(
     ignore_label=255,
     label_divisor=1000,
     layout="step",
-    # The reference setup trains on 0009 and validates on 0002; both sit in train/.
+    # The reference setup trains on 0009 and validates on 0002; both sit in train/. Lengths:
+    # motchallenge.net/data/STEP-ICCV21 (02: 600, 09: 525, 01: 450, 07: 500) and deeplab2's
+    # data/dataset.py (train 525 = sequence 9, val 600 = sequence 2).
     splits={
-        "train": SplitSpec("train", ("0009",)),
-        "val": SplitSpec("train", ("0002",)),
-        "test": SplitSpec("test", ("0001", "0007"), has_labels=False),
+        "train": SplitSpec("train", ("0009",), frames={"0009": 525, "0002": 600}),
+        "val": SplitSpec("train", ("0002",), frames={"0009": 525, "0002": 600}),
+        "test": SplitSpec("test", ("0001", "0007"), has_labels=False, frames={"0001": 450, "0007": 500}),
     },
     colors=tuple(CITYSCAPES_COLORS[CITYSCAPES_CLASSES.index(c)] for c in MOTCHALLENGE_STEP_CLASSES),
     image_size=(1080, 1920),
@@ -171,7 +207,10 @@ KITTI_PANOPTIC = DatasetSpec(
     ignore_label=255,
     label_divisor=1000,
     layout="coco_panoptic",
-    splits={"train": SplitSpec("training"), "val": SplitSpec("validation")},
+    # Image counts of the EfficientPS release (Mohan & Valada, IJCV 2021, "KITTI panoptic
+    # segmentation dataset"): 1,055 training and 200 validation images, as that paper gives them;
+    # `hvps plan` counts the images of a root that is present instead.
+    splits={"train": SplitSpec("training", images=1055), "val": SplitSpec("validation", images=200)},
     colors=CITYSCAPES_COLORS,
     image_size=(375, 1242),
     fps=0.0,
@@ -187,9 +226,13 @@ MOTS = DatasetSpec(
     ignore_label=10,
     label_divisor=1000,
     layout="mots",
+    # MOTS20 is MOT17's footage (MOTS20-XX = MOT17-XX); lengths are MOT17's (train: 2,862 frames
+    # in all, as the MOTS paper, Voigtlaender et al. CVPR 2019, gives for MOTSChallenge).
     splits={
-        "train": SplitSpec("train", ("MOTS20-02", "MOTS20-05", "MOTS20-09", "MOTS20-11")),
-        "test": SplitSpec("test", ("MOTS20-01", "MOTS20-06", "MOTS20-07", "MOTS20-12"), has_labels=False),
+        "train": SplitSpec("train", ("MOTS20-02", "MOTS20-05", "MOTS20-09", "MOTS20-11"),
+                           frames={"MOTS20-02": 600, "MOTS20-05": 837, "MOTS20-09": 525, "MOTS20-11": 900}),
+        "test": SplitSpec("test", ("MOTS20-01", "MOTS20-06", "MOTS20-07", "MOTS20-12"), has_labels=False,
+                          frames={"MOTS20-01": 450, "MOTS20-06": 1194, "MOTS20-07": 500, "MOTS20-12": 900}),
     },
     colors=((0, 0, 0), (0, 0, 142), (220, 20, 60)),
     image_size=(1080, 1920),
@@ -227,6 +270,27 @@ _CLASS_MAPS: dict[tuple[str, str], dict[int, tuple[int, ...]]] = {
     ("mots", "motchallenge_step"): {4: (2,)},
     ("mots", "kitti_step"): {11: (2,), 13: (1,)},
 }
+
+
+def footage(dataset: str | DatasetSpec, split_folder: str, sequence: str) -> str | None:
+    """The recording a sequence of a dataset shows, so that two datasets' copies compare equal.
+
+    MOTChallenge-STEP ``0002`` and MOTS20 ``MOTS20-02`` are both MOT17-02 (the STEP sequences are
+    the MOTS20 sequences of the same number, see deeplab2's g3doc/setup/motchallenge_step.md);
+    KITTI-STEP and KITTI-MOTS sequences are the KITTI tracking sequences of the same number, of
+    its training or testing set. KITTI panoptic images are single images: ``None`` (unknown).
+
+    Example:
+        >>> footage("motchallenge_step", "train", "0002") == footage("mots", "train", "MOTS20-02")
+        True
+    """
+    spec = get_spec(dataset)
+    if spec.name == "motchallenge_step" or sequence.startswith("MOTS20-"):
+        return f"MOT17-{sequence[-2:]}"
+    if spec.name in ("kitti_step", "mots"):
+        part = "testing" if split_folder in ("test", "testing") else "training"
+        return f"KITTI-tracking-{part}-{sequence}"
+    return None
 
 
 def get_spec(name: str | DatasetSpec) -> DatasetSpec:

@@ -316,3 +316,60 @@ def test_normalising_on_the_device_gives_the_same_batches(synth_kitti_step_root:
     expected = ClipCollate(255, 1000)(items)
     got = ClipCollate(255, 1000, normalize=False)(items)
     assert torch.equal(device.on_after_batch_transfer(got, 0)["frames"], expected["frames"])
+
+
+# ---------------------------------------------------------------------------- several sources, footage
+def test_training_on_mots20_next_to_step_and_the_footage_refusal(
+    synth_mot_step_root: Path, synth_mots20_root: Path
+) -> None:
+    """MOTS20 sequences join MOTChallenge-STEP 0009 in training; MOTS20-02 is STEP 0002's footage."""
+
+    def module(mots20: list[str], **kwargs: Any) -> HVPSDataModule:
+        sources = [{"dataset": "motchallenge_step", "root": str(synth_mot_step_root), "sequences": ["0009"]},
+                   {"dataset": "mots", "root": str(synth_mots20_root), "sequences": mots20}]  # fmt: skip
+        return HVPSDataModule(finetune_stage="mot_step", root=str(synth_mot_step_root), batch_size=2,
+                              image_size=(48, 80), train_sources=sources, **kwargs)  # fmt: skip
+
+    dm = module(["MOTS20-09"])
+    dm.setup("fit")
+    step, mots20 = dm.clip_datasets("train")
+    assert len(dm.dataset("train")) == len(step) + len(mots20) == 20
+    assert [s.name for s in dm.clip_datasets("val")[0].sequences] == ["0002"]
+    # the same people (MOTS20-09 is STEP 0009) under two identity ranges: never one identity
+    a, b = step[0][0], mots20[0][0]
+    ids_a, ids_b = set(a["target"]["identities"].tolist()), set(b["target"]["identities"].tolist())
+    assert ids_a and ids_b and max(ids_a) < 256 * 1000 <= min(ids_b)  # the second source's range
+    assert len(a["target"]["track_ids"]) == len(b["target"]["track_ids"])  # the same people
+    # MOTS20-02 in training while validating on STEP 0002: refused, one line
+    with pytest.raises(HVPSError) as caught:
+        module(["MOTS20-09", "MOTS20-02"]).setup("fit")
+    message = str(caught.value)
+    assert message.startswith(f"data: training sequence MOTS20-02 (mots, {synth_mots20_root}) is the same "
+                              f"footage (MOT17-02) as validation sequence 0002 (motchallenge_step, "
+                              f"{synth_mot_step_root})")  # fmt: skip
+    assert message.endswith("--data.init_args.allow_shared_footage true") and "\n" not in message
+    shared = module(["MOTS20-09", "MOTS20-02"], allow_shared_footage=True)
+    shared.setup("fit")
+    assert len(shared.dataset("train")) == 30
+
+
+def test_one_root_sharing_a_sequence_between_training_and_validation_is_refused(
+    synth_mot_step_root: Path,
+) -> None:
+    dm = HVPSDataModule(finetune_stage="mot_step", root=str(synth_mot_step_root), val_split="train",
+                        sequences={"train": ["0009", "0002"], "val": ["0002"]})  # fmt: skip
+    with pytest.raises(HVPSError, match=r"training sequence 0002 .* is the same footage \(MOT17-02\)"):
+        dm.setup("fit")
+    # the submission setup: both sequences in training, no validation
+    final = HVPSDataModule(finetune_stage="mot_step", root=str(synth_mot_step_root), val_split=None,
+                           sequences={"train": ["0002", "0009"]})  # fmt: skip
+    final.setup("fit")
+    assert len(final.dataset("train")) == 20
+
+
+def test_train_sources_are_checked_when_configured() -> None:
+    with pytest.raises(HVPSError, match="unknown dataset 'nope'"):
+        HVPSDataModule(finetune_stage="mot_step", train_sources=[{"dataset": "nope", "root": "x"}])
+    with pytest.raises(HVPSError, match="no class map from 'motchallenge_step' to 'kitti_step'"):
+        HVPSDataModule(finetune_stage="kitti_step",
+                       train_sources=[{"dataset": "motchallenge_step", "root": "x"}])  # fmt: skip

@@ -62,6 +62,7 @@ from hvps_lightning.models.mots.weights import (
     strip_prefix,
     upgrade_legacy_keys,
 )
+from hvps_lightning.models.schedule import LRSchedule
 from hvps_lightning.models.state import LoadResult
 from hvps_lightning.structures.detections import FrameDetections
 from hvps_lightning.structures.masks import encode_masks
@@ -91,6 +92,8 @@ class MOTSModule(BaseTask):
         dataset: dataset spec (linked from the DataModule by the CLI).
         optimizer: optimiser factory (LightningCLI callable); AdamW(lr=1e-4) by default.
         lr_scheduler: optional epoch-level LR scheduler factory.
+        schedule: warm-up and decay in fractions of the run's optimiser steps (the stage
+            configs'; instead of ``lr_scheduler`` and ``warmup_steps``, see :class:`BaseTask`).
         warmup_steps: linear LR warm-up over this many optimiser steps.
         pretrained: ``none``, ``imagenet`` (the ResNet) or ``coco`` (torchvision's COCO Mask
             R-CNN of the net's ``detector`` layout, resnet50 with 256 FPN channels; class rows
@@ -116,6 +119,7 @@ class MOTSModule(BaseTask):
         dataset: str = "motchallenge_step",
         optimizer: OptimizerCallable = _default_optimizer,
         lr_scheduler: LRSchedulerCallable | None = None,
+        schedule: LRSchedule | None = None,
         warmup_steps: int = 0,
         pretrained: Pretrained = "none",
         init_checkpoint: str | None = None,
@@ -125,7 +129,7 @@ class MOTSModule(BaseTask):
         streaming_inference: bool = True,
     ) -> None:
         super().__init__(net, dataset, optimizer, lr_scheduler, warmup_steps, pretrained, init_checkpoint,
-                         init_from)  # fmt: skip
+                         init_from, schedule=schedule)  # fmt: skip
         self._stream: StreamingMOTS | None = None
         # the input frames the stream's cache holds (to check that a clip continues them)
         self._stream_frames: list[Tensor] = []

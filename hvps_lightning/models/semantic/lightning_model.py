@@ -38,6 +38,7 @@ from torchmetrics.classification import MulticlassJaccardIndex
 
 from hvps_lightning.errors import HVPSError
 from hvps_lightning.models.base import BaseTask, WeightSource, _default_optimizer, load_checkpoint_file
+from hvps_lightning.models.schedule import LRSchedule
 from hvps_lightning.models.semantic.efficientps import convert_efficientps, is_efficientps_state
 from hvps_lightning.models.semantic.torch_model import EFFICIENTPS, SemanticNet, check_encoder, encoder_state
 from hvps_lightning.models.state import LoadResult
@@ -59,6 +60,8 @@ class SemanticModule(BaseTask):
         dataset: dataset spec name (linked from the DataModule by the CLI): classes, ignore label.
         optimizer: optimiser factory (LightningCLI callable).
         lr_scheduler: optional epoch-level LR scheduler factory.
+        schedule: warm-up and decay in fractions of the run's optimiser steps (the stage
+            configs'; instead of ``lr_scheduler`` and ``warmup_steps``, see :class:`BaseTask`).
         warmup_steps: linear LR warm-up steps.
         pretrained: ``none`` or a weight set smp publishes for the net's encoder (``imagenet``,
             ``advprop``, ...; downloaded on first use).
@@ -85,6 +88,7 @@ class SemanticModule(BaseTask):
         dataset: str = "motchallenge_step",
         optimizer: OptimizerCallable = _default_optimizer,
         lr_scheduler: LRSchedulerCallable | None = None,
+        schedule: LRSchedule | None = None,
         warmup_steps: int = 0,
         pretrained: str = "none",
         init_checkpoint: str | None = None,
@@ -99,7 +103,7 @@ class SemanticModule(BaseTask):
         if ohem_fraction is not None and not 0.0 < ohem_fraction <= 1.0:
             raise HVPSError(f"ohem_fraction must lie in (0, 1] or be null, got {ohem_fraction}")
         super().__init__(net, dataset, optimizer, lr_scheduler, warmup_steps, pretrained, init_checkpoint,
-                         init_from)  # fmt: skip
+                         init_from, schedule=schedule)  # fmt: skip
         self.predict_probabilities = predict_probabilities
 
     # Construction -------------------------------------------------------------------------
