@@ -29,6 +29,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "track": ("hvps_lightning.cli.track", "track a detection cache; write MOTS txt / STEP PNGs"),
     "sweep": ("hvps_lightning.cli.sweep", "tracker hyperparameter sweeps on a detection cache"),
     "ablate": ("hvps_lightning.cli.ablate", "run the TA/SA ablation grid"),
+    "bundle": ("hvps_lightning.cli.bundle", "write two trained checkpoints as one model file (model.hvps)"),
+    "infer": ("hvps_lightning.cli.infer", "run a model on a video, a folder of frames or a glob"),
+    "export": ("hvps_lightning.cli.export", "export a model's networks to ONNX or TorchScript, checked"),
     "demo": ("hvps_lightning.cli.demo", "the end-to-end demo on generated data"),
 }
 
