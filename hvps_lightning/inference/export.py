@@ -31,7 +31,10 @@ Which exporter, and why (torch 2.x, torchvision's detection ops):
 
 The check runs eager and exported networks on the same sample (frames from ``sample`` or a
 fixed random input) and compares every output within ``atol + rtol * |eager|``; ONNX files are
-run with onnxruntime. A frame without detections is also run through the exported MOTS graph.
+run with onnxruntime. A blank window is also run through the exported MOTS graph (no
+detections, for a trained network). Both exporters trace the MOTS network on the sample's first
+window, which must hold detections: a graph traced on an empty frame takes NMS's early return
+for good.
 """
 
 from __future__ import annotations
@@ -234,6 +237,13 @@ def export_mots(model: InferenceModel, path: Path, fmt: str, clips: Sequence[Ten
     where = f"export mots_frame ({fmt})"
     with torch.no_grad():
         eager = [reference_module(clip) for clip in clips]
+    if len(eager[0][0]) == 0:
+        # Tracing records the Python branches the sample takes; torchvision's NMS returns early on
+        # no boxes, so a graph traced on an empty frame would never detect anything.
+        raise HVPSError(
+            f"{where}: the sample's first frame gives no detections to trace the detection ops with; "
+            "pass --sample with frames that show people"
+        )
     with atomic_path(path) as tmp:
         with _quiet(), torch.no_grad():
             if fmt == "onnx":

@@ -142,9 +142,12 @@ class StopRequest:
         print(f"\n{self.message}", file=sys.stderr)
 
     def frames(self, frames: Iterable[Frame]) -> Iterator[Frame]:
-        """``frames`` until a stop is requested."""
-        for frame in frames:
-            if self.requested:
+        """``frames`` until a stop is requested (a frame being read when it comes is still yielded)."""
+        iterator = iter(frames)
+        while not self.requested:
+            try:
+                frame = next(iterator)
+            except StopIteration:
                 return
             yield frame
 
