@@ -114,3 +114,16 @@ def test_no_lazy_import_hooks() -> None:
         )
     ]
     assert not hooks, f"module-level __getattr__ in {hooks}"
+
+
+def test_inference_needs_no_lightning() -> None:
+    # a bundle runs where only torch is installed: nothing under inference/ imports Lightning
+    wrong = []
+    for path in sorted((PACKAGE / "inference").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            lightning = [n for n in names if n.split(".")[0] in ("lightning", "pytorch_lightning")]
+            wrong += [f"{path.name} imports {n}" for n in lightning]
+    assert not wrong, "\n".join(wrong)
