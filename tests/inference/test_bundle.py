@@ -60,6 +60,7 @@ def test_bundle_round_trip_holds_networks_settings_spec_tracker_fusion_and_card(
     assert str(checkpoints["mots"]) in card and "no metric logged" in card
 
 
+@pytest.mark.slow
 def test_a_bundle_loads_and_runs_without_lightning(bundle: Path, val_frames: Path) -> None:
     code = (
         "import sys\n"

@@ -40,6 +40,7 @@ def _new_clip(val_frames: Path, model: InferenceModel) -> torch.Tensor:
     return frames[5:8]
 
 
+@pytest.mark.slow
 def test_torchscript_export_matches_the_eager_networks(
     bundle: Path, val_frames: Path, tmp_path: Path
 ) -> None:
