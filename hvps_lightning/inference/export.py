@@ -27,7 +27,8 @@ Which exporter, and why (torch 2.x, torchvision's detection ops):
   that computes the same windows (checked equal before export).
 * **TorchScript**: ``torch.jit.trace`` of both (``torch.jit.script`` fails on torchvision's
   detection classes as subclassed here). Tracing records the detection ops, so the number of
-  detections varies with the input too; the input size is fixed at export.
+  detections varies with the input too; the input size is fixed at export. PyTorch deprecates
+  TorchScript (``torch.jit.load`` warns); prefer ONNX where the runtime allows.
 
 The check runs eager and exported networks on the same sample (frames from ``sample`` or a
 fixed random input) and compares every output within ``atol + rtol * |eager|``; ONNX files are
