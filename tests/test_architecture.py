@@ -95,9 +95,11 @@ def test_stricter_rules(folder: str) -> None:
     assert not wrong, "\n".join(wrong)
 
 
-#: the one lazy export: ``hvps_lightning.metrics.STQ`` is the public metric API (docs/ARCHITECTURE.md) and
-#: needs torchmetrics, while ``hvps evaluate step`` imports the STQ core from the same package
-ALLOWED_HOOKS = {"metrics/__init__.py"}
+#: the lazy exports: ``hvps_lightning.metrics.STQ`` is the public metric API (docs/ARCHITECTURE.md) and
+#: needs torchmetrics, while ``hvps evaluate step`` imports the STQ core from the same package;
+#: ``hvps_lightning.Pipeline`` (the package root's one attribute, the five-line inference API)
+#: loads torch and the networks, while ``import hvps_lightning`` (every ``hvps`` command) must not
+ALLOWED_HOOKS = {"metrics/__init__.py", "__init__.py"}
 
 
 def test_no_lazy_import_hooks() -> None:
@@ -112,3 +114,16 @@ def test_no_lazy_import_hooks() -> None:
         )
     ]
     assert not hooks, f"module-level __getattr__ in {hooks}"
+
+
+def test_inference_needs_no_lightning() -> None:
+    # a bundle runs where only torch is installed: nothing under inference/ imports Lightning
+    wrong = []
+    for path in sorted((PACKAGE / "inference").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            lightning = [n for n in names if n.split(".")[0] in ("lightning", "pytorch_lightning")]
+            wrong += [f"{path.name} imports {n}" for n in lightning]
+    assert not wrong, "\n".join(wrong)

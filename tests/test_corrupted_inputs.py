@@ -143,7 +143,7 @@ def test_detection_cache(inputs: dict[str, Path], tmp_path: Path, seed: int, par
     shutil.copytree(inputs["cache"], cache)
     damage(cache / f"0002.{part}", seed, binary=part == "npz")
     args = ["track", "--detections", str(cache), "--semantic", str(inputs["semantic"]), "--out", "out",
-            "--progress", "false"]  # fmt: skip
+            "--quiet"]  # fmt: skip
     result = run_hvps(args, tmp_path)
     check_outcome(result, "track")
     assert files_outside(tmp_path, {"cache", "out"}) == []
@@ -157,7 +157,7 @@ def test_semantic_cache(inputs: dict[str, Path], tmp_path: Path, seed: int) -> N
     shutil.copytree(inputs["semantic"], semantic)
     damage(sorted((semantic / "0009").glob("*.png"))[seed % 5], seed, binary=True)
     args = ["track", "--detections", str(inputs["cache"]), "--semantic", str(semantic), "--out", "out",
-            "--progress", "false"]  # fmt: skip
+            "--quiet"]  # fmt: skip
     result = run_hvps(args, tmp_path)
     check_outcome(result, "track")
     assert files_outside(tmp_path, {"semantic", "out"}) == []
@@ -174,7 +174,7 @@ def test_tracker_config(inputs: dict[str, Path], tmp_path: Path, seed: int) -> N
     shutil.copy(CONFIGS_DIR / "tracker" / "default.yaml", config)
     damage(config, seed, binary=False)
     args = ["track", "--detections", str(inputs["cache"]), "--tracker-config", str(config), "--out", "out",
-            "--progress", "false"]  # fmt: skip
+            "--quiet"]  # fmt: skip
     check_outcome(run_hvps(args, tmp_path), "track")
 
 

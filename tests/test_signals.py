@@ -28,7 +28,7 @@ def long_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _start_track(cache: Path, out: Path) -> subprocess.Popen[str]:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    args = ["track", "--detections", str(cache), "--out", str(out), "--progress", "false"]
+    args = ["track", "--detections", str(cache), "--out", str(out), "--quiet"]
     return subprocess.Popen(
         [sys.executable, "-m", "hvps_lightning.cli", *args],
         stdout=subprocess.PIPE,
@@ -81,5 +81,5 @@ def test_a_killed_track_leaves_no_output_and_the_next_run_cleans_up(long_cache: 
     from hvps_lightning.cli import main
 
     assert main(["track", "--detections", str(long_cache), "--out", str(out), "--sequences", "0000",
-                 "--progress", "false"]) == 0  # fmt: skip
+                 "--quiet"]) == 0  # fmt: skip
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]

@@ -8,6 +8,8 @@
    models: a detection cache and a semantic cache.
 4. ``hvps track`` (IA-MOT tracker + fusion): ``tracked/step/<seq>/*.png`` and ``tracked/mots/<seq>.txt``.
 5. ``hvps evaluate step`` and ``hvps evaluate mots`` against the generated ground truth.
+   Then ``hvps bundle`` writes both final models as ``<out>/model.hvps`` and ``hvps infer`` runs it
+   on the validation frames as a plain folder (``<out>/infer``, same STQ).
 6. An overlay GIF per sequence, ``results.json``, a W&B (offline) summary run and a table.
 
 Every command is written to ``<out>/commands.sh``. A rerun never overwrites an earlier one:
@@ -38,7 +40,7 @@ from hvps_lightning.cli.pipeline import (
     synth_sequences,
 )
 from hvps_lightning.cli.progress import add_quiet_argument
-from hvps_lightning.io import last_checkpoint, write_json
+from hvps_lightning.io import CONFIGS_DIR, last_checkpoint, write_json
 
 
 @dataclass(frozen=True)
@@ -105,7 +107,7 @@ def run(cfg: Namespace) -> int:
     check_wandb_mode(cfg.wandb)
     data_root = Path(cfg.data_root)
     runner = CommandRunner(out, console=console)
-    runner.total = 3 + 2 * len(STAGE_PRESETS) + 2 + 1 + 2
+    runner.total = 3 + 2 * len(STAGE_PRESETS) + 2 + 1 + 2 + INFER_STEPS
     started = time.perf_counter()
 
     # 1. data
@@ -171,6 +173,11 @@ def run(cfg: Namespace) -> int:
         runner, mot_root, tracked, out / "eval_step.json", out / "eval_mots.json", quiet=cfg.quiet
     )
 
+    # 5b. the same models as one bundle, run by `hvps infer` on the validation frames
+    infer = bundle_and_infer(
+        runner, out, checkpoints, mot_root, CONFIGS_DIR / "tracker" / "default.yaml", cfg.quiet
+    )
+
     # 6. overlays, results, W&B summary, table
     gifs = {}
     for seq_dir in sorted((tracked / "step").iterdir()):
@@ -190,12 +197,58 @@ def run(cfg: Namespace) -> int:
         "per_sequence": step_eval["per_sequence"],
         "checkpoints": {k: str(v) for k, v in checkpoints.items()},
         "budget": "fast" if cfg.fast else "full",
+        "infer": infer,
         "timings": timings,
     }
     write_json(out / "results.json", results)
     log_results_to_wandb(out, results, gifs, mode=cfg.wandb)
     print_results(Console(stderr=False), out, results)  # the results also with --quiet
     return 0
+
+
+#: runner steps of :func:`bundle_and_infer`
+INFER_STEPS = 4
+
+
+def bundle_and_infer(
+    runner: CommandRunner,
+    out: Path,
+    checkpoints: dict[str, Path],
+    mot_root: Path,
+    tracker_config: Path,
+    quiet: bool = False,
+) -> dict[str, Any]:
+    """``hvps bundle`` the final models into ``<out>/model.hvps``, ``hvps infer`` it on the validation frames.
+
+    The frames are read as a plain folder (``images/train/<val seq>``), and the output in
+    ``<out>/infer`` is scored like the tracked output: its STQ equals the demo's (same networks,
+    same frames, same conversions, tracker and fusion). Camera motion is off because the demo's
+    detection cache holds none (``hvps predict`` does not estimate it there).
+
+    Returns:
+        ``{"model", "out", "stq", "same_stq_as_track"}`` for ``results.json``.
+    """
+    model = out / "model.hvps"
+    runner.run(
+        "bundle",
+        ["bundle", "--mots-checkpoint", checkpoints["mots"], "--semantic-checkpoint", checkpoints["semantic"],
+         "--tracker-config", tracker_config, "--out", model],
+    )  # fmt: skip
+    infer_out, frames = out / "infer", mot_root / "images" / GT_FOLDER / VAL_SEQUENCE
+    runner.run(
+        "infer",
+        ["infer", "--model", model, "--input", frames, "--out", infer_out, "--save", "step,mots",
+         "--camera-motion", "off", "--quiet"],
+    )  # fmt: skip
+    step_json = infer_out / "eval_step.json"
+    evaluate_val_sequence(
+        runner, mot_root, infer_out, step_json, infer_out / "eval_mots.json", " (infer)", quiet
+    )
+    stq = read_json(step_json)["stq"]
+    same = stq == read_json(out / "eval_step.json")["stq"]
+    if not same and runner.console is not None:
+        runner.console.print(f"[yellow]hvps infer's STQ {stq} differs from the tracked output's[/yellow]")
+    return {"model": str(model), "out": str(infer_out), "stq": stq, "same_stq_as_track": same}
 
 
 def log_results_to_wandb(out: Path, results: dict[str, Any], gifs: dict[str, Path], mode: str) -> None:
@@ -250,5 +303,6 @@ def print_results(console: Any, out: Path, results: dict[str, Any]) -> None:
     console.print(table)
     console.print(
         f"outputs in {out}: results.json, tracked/step/<seq>/*.png, tracked/mots/<seq>.txt, viz/<seq>.gif, "
+        f"model.hvps (both models: hvps infer --model), infer/ (its output on {VAL_SEQUENCE}), "
         f"wandb/, runs/ (checkpoints), commands.sh (the commands above)"
     )

@@ -114,13 +114,16 @@ def read_mots_txt(path: str | Path) -> list[MOTSObject]:
 
 def write_mots_txt(path: str | Path, objects: Iterable[MOTSObject]) -> None:
     """Write objects as a MOTS txt file, sorted by frame then id (temporary name, then rename)."""
-    lines = []
-    for obj in sorted(objects, key=lambda o: (o.frame, o.obj_id)):
-        rle = from_coco(obj.rle)
-        height, width = rle["size"]
-        lines.append(f"{obj.frame} {obj.obj_id} {obj.class_id} {height} {width} {rle['counts']}\n")
+    lines = [mots_line(obj) for obj in sorted(objects, key=lambda o: (o.frame, o.obj_id))]
     with atomic_open(path, "w", encoding="ascii", newline="\n") as handle:
         handle.writelines(lines)
+
+
+def mots_line(obj: MOTSObject) -> str:
+    """One object's line of a MOTS txt file, newline included."""
+    rle = from_coco(obj.rle)
+    height, width = rle["size"]
+    return f"{obj.frame} {obj.obj_id} {obj.class_id} {height} {width} {rle['counts']}\n"
 
 
 def check_no_overlap(objects: Iterable[MOTSObject], where: str | Path) -> None:

@@ -132,16 +132,19 @@ def read_probabilities(
             f"expected uint8 probabilities (C, h, w) and a size (H, W), got "
             f"{quantised.dtype} {quantised.shape} and {stored_size}",
         )
-    height, width = size if size is not None else stored_size
-    probabilities = quantised.astype(np.float32) / 255.0
+    target = size if size is not None else stored_size
+    return resize_probabilities(quantised.astype(np.float32) / 255.0, target)
+
+
+def resize_probabilities(probabilities: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Class probabilities (C, h, w) as float32 (C, H, W) at ``size`` (bilinear), as the fusion takes them."""
+    height, width = (int(v) for v in size)
+    probabilities = np.asarray(probabilities, dtype=np.float32)
     if probabilities.shape[1:] == (height, width):
         return probabilities
     # cv2 resizes (h, w, C) images channel by channel in one call (C <= 512)
-    resized = cv2.resize(
-        np.ascontiguousarray(probabilities.transpose(1, 2, 0)),
-        (int(width), int(height)),
-        interpolation=cv2.INTER_LINEAR,
-    )
+    channels_last = np.ascontiguousarray(probabilities.transpose(1, 2, 0))
+    resized = cv2.resize(channels_last, (width, height), interpolation=cv2.INTER_LINEAR)
     if resized.ndim == 2:  # cv2 drops a single channel
         resized = resized[:, :, None]
     return np.ascontiguousarray(resized.transpose(2, 0, 1))

@@ -91,6 +91,7 @@ Example:
 
 from __future__ import annotations
 
+import sys
 import warnings
 from collections import deque
 from collections.abc import Iterable, Sequence
@@ -114,7 +115,7 @@ from hvps_lightning.tracking.association import (
 )
 from hvps_lightning.tracking.config import TrackerConfig
 
-__all__ = ["Merge", "TrackedObject", "Tracker", "TrackerConfig", "track_sequence"]
+__all__ = ["Merge", "SequenceTracker", "TrackedObject", "Tracker", "TrackerConfig", "track_sequence"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -832,6 +833,131 @@ class Tracker:
         ]
 
 
+@dataclass
+class _Buffered:
+    """A frame the tracker has seen whose outputs may still change (backfill, tracklet relabels)."""
+
+    online: list[TrackedObject]
+    backfill: list[TrackedObject] = field(default_factory=list)
+
+
+class SequenceTracker:
+    """The tracker plus what :func:`track_sequence` adds afterwards, frame by frame with a fixed lag.
+
+    :meth:`Tracker.update` cannot change the frames it has returned; two steps of the offline
+    result do: tentative frames of a track filled in once it is confirmed
+    (``backfill_tentative``) and a merged tracklet's earlier outputs relabelled with the lost
+    track's id (tracklet re-ID). Both reach back a bounded number of frames
+    (:meth:`required_lag`), so this class keeps the last ``lag`` frames open and hands out each
+    frame once nothing can change it any more: the objects are exactly :func:`track_sequence`'s,
+    with memory bounded by the lag whatever the sequence's length (``hvps infer`` streams videos
+    through it). Only a track kept tentative because every id is taken in its frames
+    (more than ``max_track_id`` tracks at once) could backfill further back; such frames are
+    dropped with a ``RuntimeWarning``.
+
+    Args:
+        config: the tracker parameters (defaults if ``None``).
+        lag: frames kept open (``None``: :meth:`required_lag`; a larger value only delays output).
+
+    Example:
+        >>> import numpy as np
+        >>> from hvps_lightning.data.synthetic.detections import make_frame
+        >>> mask = np.zeros((8, 8), np.uint8); mask[1:5, 1:4] = 1
+        >>> tracker = SequenceTracker(TrackerConfig(min_hits=2, tracklet_reid_frames=0))
+        >>> [len(tracker.push(make_frame(f"{i:06d}", [mask], embeddings=np.ones((1, 4))))) for i in range(3)]
+        [0, 1, 1]
+        >>> [[o.track_id for o in frame] for frame in tracker.flush()]
+        [[1]]
+    """
+
+    def __init__(self, config: TrackerConfig | None = None, lag: int | None = None) -> None:
+        self.tracker = Tracker(config)
+        self.config = self.tracker.config
+        needed = self.required_lag(self.config)
+        if lag is not None and lag < needed:
+            raise HVPSError(f"lag {lag}: this tracker configuration can change frames {needed} back")
+        self.lag = needed if lag is None else int(lag)
+        self.reset()
+
+    @staticmethod
+    def required_lag(config: TrackerConfig) -> int:
+        """How many frames back an update can change: backfill and tracklet relabels reach no further.
+
+        A tentative track is confirmed after ``min_hits`` consecutive detections; a tracklet is
+        merged (with its tentative frames) while younger than ``tracklet_reid_frames``.
+        """
+        lag = config.min_hits - 1 if config.backfill_tentative else 0
+        if config.tracklet_reid_frames > 0 and config.long_term_enabled and config.use_embeddings:
+            lag = max(lag, config.tracklet_reid_frames - 1)
+        return max(lag, 0)
+
+    def reset(self) -> None:
+        """Forget every track and every open frame: the next push starts a new sequence."""
+        self.tracker.reset()
+        self._open: deque[_Buffered] = deque()
+        self._first = 0  # index in the sequence of the oldest open frame
+        self._warned = False
+
+    def push(self, detections: FrameDetections) -> list[list[TrackedObject]]:
+        """Track one frame; return the frames now final (oldest first), each sorted by track id.
+
+        Raises:
+            HVPSError: for invalid detections (see :meth:`Tracker.update`).
+        """
+        tracker = self.tracker
+        self._open.append(_Buffered(tracker.update(detections)))
+        if self.config.backfill_tentative:
+            for frame, obj in tracker.confirmed_backfill:
+                if self._check_open(frame):
+                    self._open[frame - self._first].backfill.append(obj)
+        for merge in tracker.merged:
+            # A merged tracklet's online outputs carry the lost track's id (the backfilled ones
+            # got it when they were listed, as in track_sequence).
+            for frame in range(merge.first_frame, merge.last_frame + 1):
+                if self._check_open(frame):
+                    for obj in self._open[frame - self._first].online:
+                        if obj.track_id == merge.old_id:
+                            obj.track_id = merge.new_id
+        done = []
+        while len(self._open) > self.lag:
+            done.append(self._close())
+        return done
+
+    def flush(self) -> list[list[TrackedObject]]:
+        """Return every open frame (the sequence ended), then :meth:`reset`."""
+        done = [self._close() for _ in range(len(self._open))]
+        self.reset()
+        return done
+
+    def _check_open(self, frame: int) -> bool:
+        if frame >= self._first:
+            return True
+        if not self._warned:
+            warnings.warn(
+                f"tracker: a change to frame {frame}, already handed out (lag {self.lag}); it is dropped",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            self._warned = True
+        return False
+
+    def _close(self) -> list[TrackedObject]:
+        buffered = self._open.popleft()
+        self._first += 1
+        current, extra = buffered.online, buffered.backfill
+        if extra:
+            rles = [o.rle for o in current] + [o.rle for o in extra]
+            # Objects output online keep their masks: they outrank every backfilled one.
+            priority = np.array([2.0 + o.score for o in current] + [o.score for o in extra])
+            resolved, visible = resolve_overlaps(rles, priority)
+            for position, obj in enumerate(extra, start=len(current)):
+                if visible[position] > 0:
+                    obj.rle = resolved[position]
+                    current.append(obj)
+        current.sort(key=lambda o: o.track_id)
+        return current
+
+
 def track_sequence(
     frames: Iterable[FrameDetections], config: TrackerConfig | None = None
 ) -> list[list[TrackedObject]]:
@@ -840,40 +966,13 @@ def track_sequence(
     With ``config.backfill_tentative`` the frames in which a track was still tentative are
     filled in once it is confirmed, their masks trimmed to pixels no other output holds.
     Tracklets merged into lost tracks (tracklet re-ID) carry the lost track's id in every frame.
+    The work is :class:`SequenceTracker`'s, with every frame kept open to the end.
 
     Example:
         >>> track_sequence([], TrackerConfig())
         []
     """
-    tracker = Tracker(config)
-    cfg = tracker.config
-    results: list[list[TrackedObject]] = []
-    backfill: dict[int, list[TrackedObject]] = {}
-    merges: list[Merge] = []
+    sequence = SequenceTracker(config, lag=sys.maxsize)
     for detections in frames:
-        results.append(tracker.update(detections))
-        merges += tracker.merged
-        if cfg.backfill_tentative:
-            for frame, obj in tracker.confirmed_backfill:
-                backfill.setdefault(frame, []).append(obj)
-    # Tracklet re-ID: a merged tracklet's frames carry the id of the track it continues (that
-    # track was lost in those frames, so the id stands once per frame). Merges are replayed in
-    # order, so a tracklet merged into a track that was itself a merged tracklet follows.
-    for merge in merges:
-        for objects in results[merge.first_frame : merge.last_frame + 1]:
-            for obj in objects:
-                if obj.track_id == merge.old_id:
-                    obj.track_id = merge.new_id
-    for frame, extra in backfill.items():
-        current = results[frame]
-        rles = [o.rle for o in current] + [o.rle for o in extra]
-        # Objects output online keep their masks: they outrank every backfilled one.
-        priority = np.array([2.0 + o.score for o in current] + [o.score for o in extra])
-        resolved, visible = resolve_overlaps(rles, priority)
-        for position, obj in enumerate(extra, start=len(current)):
-            if visible[position] > 0:
-                obj.rle = resolved[position]
-                current.append(obj)
-    for objects in results:
-        objects.sort(key=lambda o: o.track_id)
-    return results
+        sequence.push(detections)
+    return sequence.flush()

@@ -10,9 +10,10 @@ Sending images to a logger (W&B, TensorBoard) is Lightning glue:
 
 from hvps_lightning.viz.colors import class_colors, track_color
 from hvps_lightning.viz.overlay import colorize_panoptic, overlay_panoptic, overlay_tracks
-from hvps_lightning.viz.video import write_gif, write_mp4, write_video
+from hvps_lightning.viz.video import Mp4Writer, write_gif, write_mp4, write_video
 
 __all__ = [
+    "Mp4Writer",
     "class_colors",
     "colorize_panoptic",
     "overlay_panoptic",

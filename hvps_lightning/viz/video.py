@@ -1,5 +1,8 @@
 """GIF and MP4 of a sequence of RGB frames (imageio; MP4 through imageio-ffmpeg), written atomically.
 
+:func:`write_gif` and :func:`write_mp4` take all frames at once; :class:`Mp4Writer` takes them
+one at a time (a video of any length in constant memory).
+
 Example:
     >>> import tempfile, pathlib, numpy as np
     >>> path = pathlib.Path(tempfile.mkdtemp()) / "seq.gif"
@@ -11,7 +14,9 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -44,28 +49,81 @@ def write_gif(path: str | Path, frames: Sequence[np.ndarray], fps: float = 10.0,
 
 def write_mp4(path: str | Path, frames: Sequence[np.ndarray], fps: float = 10.0) -> Path:
     """Write an H.264 MP4 (yuv420p; frames padded to even sizes); return its path."""
-    import imageio.v2 as imageio
-
     path = Path(path)
     stack = _frames(frames, path)
-    height, width = stack[0].shape[:2]
-    pad = ((0, height % 2), (0, width % 2), (0, 0))
-    with atomic_path(path) as tmp:
-        writer = imageio.get_writer(
-            tmp,
-            format="FFMPEG",
-            mode="I",
-            fps=fps,
-            codec="libx264",
-            pixelformat="yuv420p",
-            macro_block_size=1,
-        )
-        try:
-            for frame in stack:
-                writer.append_data(np.pad(frame, pad, mode="edge") if any(p[1] for p in pad) else frame)
-        finally:
-            writer.close()
-    return path
+    writer = Mp4Writer(path, fps)
+    try:
+        for frame in stack:
+            writer.append(frame)
+    except BaseException:
+        writer.abort()
+        raise
+    return writer.close()
+
+
+class Mp4Writer:
+    """An H.264 MP4 written frame by frame under a temporary name, renamed onto ``path`` by :meth:`close`.
+
+    Frames are (H, W, 3) uint8 RGB of one size; odd sizes are padded to even ones (yuv420p).
+    Memory stays constant whatever the number of frames (``hvps infer`` streams its overlay here).
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> writer = Mp4Writer(pathlib.Path(tempfile.mkdtemp()) / "v.mp4", fps=5)
+        >>> for value in (0, 128, 255):
+        ...     writer.append(np.full((9, 16, 3), value, np.uint8))
+        >>> writer.close().stat().st_size > 0
+        True
+    """
+
+    def __init__(self, path: str | Path, fps: float = 10.0) -> None:
+        self.path = Path(path)
+        self.fps = float(fps)
+        self.frames = 0
+        self._stack = ExitStack()
+        self._tmp = self._stack.enter_context(atomic_path(self.path))
+        self._writer: Any = None
+        self._shape: tuple[int, ...] | None = None
+
+    def append(self, frame: np.ndarray) -> None:
+        """Add one frame.
+
+        Raises:
+            HVPSError: naming the file for a frame that is not (H, W, 3) or not the first frame's size.
+        """
+        frame = np.ascontiguousarray(np.asarray(frame, dtype=np.uint8))
+        if frame.ndim != 3 or frame.shape[2] != 3 or (self._shape is not None and frame.shape != self._shape):
+            raise HVPSError(f"{self.path}: frames must all be (H, W, 3) of one size, got {frame.shape}")
+        if self._writer is None:
+            import imageio.v2 as imageio
+
+            self._shape = frame.shape
+            self._writer = imageio.get_writer(
+                self._tmp, format="FFMPEG", mode="I", fps=self.fps, codec="libx264", pixelformat="yuv420p",
+                macro_block_size=1,
+            )  # fmt: skip
+            self._stack.callback(self._writer.close)
+        height, width = frame.shape[:2]
+        if height % 2 or width % 2:
+            frame = np.pad(frame, ((0, height % 2), (0, width % 2), (0, 0)), mode="edge")
+        self._writer.append_data(frame)
+        self.frames += 1
+
+    def close(self) -> Path:
+        """Finish the video: it appears under its final name, complete.
+
+        Raises:
+            HVPSError: if no frame was added.
+        """
+        if self._writer is None:
+            self.abort()
+            raise HVPSError(f"{self.path}: no frames to write")
+        self._stack.close()
+        return self.path
+
+    def abort(self) -> None:
+        """Drop the video: the temporary file is removed, an earlier file of that name is left as it was."""
+        self._stack.__exit__(RuntimeError, RuntimeError("aborted"), None)
 
 
 def write_video(path: str | Path, frames: Sequence[np.ndarray], fps: float = 10.0) -> Path:

@@ -216,7 +216,7 @@ class MOTSRoIHeads(RoIHeads):
         else:
             mask_probs = maskrcnn_inference(mask_logits, [r["labels"] for r in result])
             embeddings = self.embedding_head(roi_features)
-            per_image = [len(r["boxes"]) for r in result]
+            per_image = [r["boxes"].shape[0] for r in result]
             for r, probs, emb in zip(result, mask_probs, embeddings.split(per_image), strict=True):
                 r["masks"] = probs
                 r["embeddings"] = emb

@@ -40,7 +40,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Literal
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
@@ -50,6 +49,7 @@ from torchmetrics.detection import MeanAveragePrecision
 from hvps_lightning.errors import HVPSError
 from hvps_lightning.models.base import BaseTask, WeightSource, _default_optimizer
 from hvps_lightning.models.mots.net import MOTSNet
+from hvps_lightning.models.mots.outputs import DEFAULT_MASK_THRESHOLD, binary_masks, to_frame_detections
 from hvps_lightning.models.mots.streaming import StreamingMOTS
 from hvps_lightning.models.mots.weights import (
     class_rows_by_name,
@@ -65,7 +65,6 @@ from hvps_lightning.models.mots.weights import (
 from hvps_lightning.models.schedule import LRSchedule
 from hvps_lightning.models.state import LoadResult
 from hvps_lightning.structures.detections import FrameDetections
-from hvps_lightning.structures.masks import encode_masks
 from hvps_lightning.structures.specs import class_map
 
 Pretrained = Literal["none", "imagenet", "coco"]
@@ -325,28 +324,17 @@ class MOTSModule(BaseTask):
 
     def binary_masks(self, detections: Mapping[str, Tensor]) -> Tensor:
         """(N, H, W) bool masks: the network's mask probabilities at ``mask_threshold``."""
-        return detections["masks"][:, 0] >= float(self.hparams.get("mask_threshold", 0.5))
+        return binary_masks(detections, float(self.hparams.get("mask_threshold", DEFAULT_MASK_THRESHOLD)))
 
     def to_frame_detections(
         self, detections: Mapping[str, Tensor], meta: Mapping[str, Any], masks: Tensor | None = None
     ) -> FrameDetections:
-        """Convert one frame's network output to :class:`FrameDetections` (RLE masks, spec labels).
+        """Convert one frame's network output to :class:`FrameDetections` (see :mod:`.outputs`).
 
         ``masks``: :meth:`binary_masks` of ``detections`` when the caller has them already.
         """
-        if masks is None:
-            masks = self.binary_masks(detections)
-        height, width = masks.shape[-2:]
-        frame = FrameDetections(
-            frame=str(meta["frame"]),
-            boxes=detections["boxes"].detach().float().cpu().numpy().astype(np.float32),
-            scores=detections["scores"].detach().float().cpu().numpy().astype(np.float32),
-            labels=detections["labels"].detach().cpu().numpy().astype(np.int64),
-            masks=encode_masks(masks),
-            embeddings=detections["embeddings"].detach().float().cpu().numpy().astype(np.float32),
-            image_size=(int(height), int(width)),
-        )
-        return frame
+        threshold = float(self.hparams.get("mask_threshold", DEFAULT_MASK_THRESHOLD))
+        return to_frame_detections(detections, str(meta["frame"]), threshold, masks)
 
     def _evaluate(
         self, batch: Mapping[str, Any], metric: MeanAveragePrecision

@@ -40,6 +40,7 @@ from hvps_lightning.errors import HVPSError
 from hvps_lightning.models.base import BaseTask, WeightSource, _default_optimizer, load_checkpoint_file
 from hvps_lightning.models.schedule import LRSchedule
 from hvps_lightning.models.semantic.efficientps import convert_efficientps, is_efficientps_state
+from hvps_lightning.models.semantic.outputs import class_probabilities, semantic_map
 from hvps_lightning.models.semantic.torch_model import EFFICIENTPS, SemanticNet, check_encoder, encoder_state
 from hvps_lightning.models.state import LoadResult
 from hvps_lightning.structures.specs import CITYSCAPES_CLASSES, class_map, get_spec
@@ -266,14 +267,11 @@ class SemanticModule(BaseTask):
         results: list[tuple] = []
         for index, meta in enumerate(batch["meta"]):
             height, width = (int(v) for v in meta["orig_size"])
-            content_height, content_width = self._content_size(meta, tuple(images.shape[-2:]))
-            item_logits = logits[index : index + 1, :, :content_height, :content_width]
-            full = F.interpolate(item_logits, size=(height, width), mode="bilinear", align_corners=False)
-            semantic = full.argmax(dim=1)[0].to(torch.uint8).cpu().numpy()
+            content = self._content_size(meta, tuple(images.shape[-2:]))
+            semantic = semantic_map(logits[index], (height, width), content)
             item: tuple = (str(meta["sequence"]), str(meta["frame"]), semantic)
             if self.predict_probabilities:
-                probabilities = item_logits.softmax(dim=1)[0].to(torch.float16).cpu().numpy()
-                item = (*item, probabilities)
+                item = (*item, class_probabilities(logits[index], content))
             results.append(item)
         return results
 
