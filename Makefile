@@ -17,7 +17,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c $(CONSTRAINTS) -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -c $(CONSTRAINTS) -e ".[dev,export]"
 	$(BIN)/python -m pip install --quiet --no-deps -c $(CONSTRAINTS) $(TRACKEVAL)
 	touch $(STAMP)
 
@@ -27,7 +27,7 @@ upgrade:
 	rm -rf .venv-upgrade
 	$(PYTHON) -m venv .venv-upgrade
 	.venv-upgrade/bin/python -m pip install --quiet --upgrade pip
-	.venv-upgrade/bin/python -m pip install --quiet -e ".[dev]"
+	.venv-upgrade/bin/python -m pip install --quiet -e ".[dev,export]"
 	.venv-upgrade/bin/python -m pip install --quiet --no-deps $(TRACKEVAL)
 	{ sed -n '/^#/p' $(CONSTRAINTS); .venv-upgrade/bin/python -m pip freeze --exclude-editable \
 		| grep -v -i -E '^(pip|setuptools|wheel)=='; } > $(CONSTRAINTS).new
