@@ -32,10 +32,14 @@ build it (:mod:`hvps_lightning.sweeps.objective` provides the real one).
 
 from __future__ import annotations
 
+import ctypes
 import importlib
 import logging
 import math
 import multiprocessing
+import os
+import signal
+import threading
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -51,6 +55,8 @@ from hvps_lightning.sweeps.storage import WORKER_ATTR, fail_dead_local_trials, o
 
 OBJECTIVES = ("stq", "aq", "idf1", "smotsa")
 SAMPLERS = ("tpe", "random", "grid")
+#: prctl option: the signal this process gets when its parent dies (linux/prctl.h)
+PR_SET_PDEATHSIG = 1
 
 #: User attributes written on trials.
 FAIL_REASON_ATTR = "fail_reason"
@@ -91,7 +97,7 @@ class SweepSettings:
         objective: metric to maximise (``stq``, ``aq``, ``idf1``, ``smotsa``).
         n_trials: the study ends with this many finished trials (see the module docstring).
         sampler: ``tpe``, ``random`` or ``grid``.
-        seed: sampler seed (worker ``i`` uses ``seed + i`` so that workers do not repeat each other).
+        seed: sampler seed (trial ``k`` draws from ``seed + k``, so that workers do not repeat each other).
         n_jobs: worker processes on this machine.
         grid_points: values per numeric parameter for the grid sampler.
         params: the parameters to search (default: all of the search space); the others keep
@@ -195,14 +201,67 @@ def make_grid(settings: SweepSettings) -> dict[str, list[Any]]:
     return grid
 
 
+class TrialSeededSampler(optuna.samplers.BaseSampler):
+    """A sampler whose random state is ``seed + trial number``, rebuilt for every trial.
+
+    Trial numbers are handed out by the storage and unique within a study, so workers that
+    share a study (``--n-jobs``, or several ``hvps sweep`` processes or machines on one
+    storage, all started with the same ``--seed``) never draw from the same random stream,
+    while a sweep stays reproducible: trial k always sees the stream of ``seed + k``. With
+    one seed per worker instead, two processes started alike (both worker 0) drew the same
+    parameters for a quarter of their trials.
+    """
+
+    def __init__(self, make: Callable[[int], optuna.samplers.BaseSampler], seed: int) -> None:
+        self._make = make
+        self._seed = seed
+        self._current = make(seed)
+
+    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        """Build this trial's sampler from ``seed + trial.number``."""
+        self._current = self._make(self._seed + trial.number)
+        self._current.before_trial(study, trial)
+
+    def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, Any]:
+        """Delegated to the trial's sampler."""
+        return self._current.infer_relative_search_space(study, trial)
+
+    def sample_relative(
+        self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Delegated to the trial's sampler."""
+        return self._current.sample_relative(study, trial, search_space)
+
+    def sample_independent(
+        self, study: optuna.Study, trial: FrozenTrial, param_name: str, param_distribution: Any
+    ) -> Any:
+        """Delegated to the trial's sampler."""
+        return self._current.sample_independent(study, trial, param_name, param_distribution)
+
+    def after_trial(
+        self, study: optuna.Study, trial: FrozenTrial, state: TrialState, values: Sequence[float] | None
+    ) -> None:
+        """Delegated to the trial's sampler."""
+        self._current.after_trial(study, trial, state, values)
+
+    def reseed_rng(self) -> None:
+        """Delegated to the trial's sampler."""
+        self._current.reseed_rng()
+
+
 def make_sampler(settings: SweepSettings, worker_index: int = 0) -> optuna.samplers.BaseSampler:
-    """Build the sampler of ``settings`` for worker ``worker_index``."""
-    seed = settings.seed + worker_index
+    """Build the sampler of ``settings`` (the same for every worker: see :class:`TrialSeededSampler`).
+
+    TPE runs with Optuna's ``constant_liar``: a running trial counts as a poor result, so that
+    parallel workers do not all sample next to the same promising point.
+    """
     if settings.sampler == "tpe":
-        return optuna.samplers.TPESampler(seed=seed)
+        return TrialSeededSampler(lambda seed: optuna.samplers.TPESampler(seed=seed, constant_liar=True),
+                                  settings.seed)  # fmt: skip
     if settings.sampler == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
+        return TrialSeededSampler(lambda seed: optuna.samplers.RandomSampler(seed=seed), settings.seed)
     if settings.sampler == "grid":
+        # GridSampler already skips the grid points of finished and running trials
         return optuna.samplers.GridSampler(make_grid(settings), seed=settings.seed)
     raise HVPSError(f"--sampler {settings.sampler}: expected one of {', '.join(SAMPLERS)}")
 
@@ -214,6 +273,7 @@ def open_study(settings: SweepSettings, worker_index: int = 0, create: bool = Fa
         HVPSError: if the study exists with another objective, or does not exist and ``create``
             is false.
     """
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # the commands report progress themselves
     storage = open_storage(settings.storage_url)
     sampler = make_sampler(settings, worker_index)
     if create:
@@ -349,7 +409,14 @@ def run_worker(
 
 
 def _worker_process(settings: SweepSettings, max_trials: int, worker_index: int, errors: Any) -> None:
-    """Entry point of a spawned worker: report user errors through ``errors`` instead of a traceback."""
+    """Entry point of a spawned worker: report user errors through ``errors`` instead of a traceback.
+
+    SIGTERM (from the parent, or from the kernel when the parent dies: ``PR_SET_PDEATHSIG``)
+    interrupts the running trial like Ctrl-C: Optuna records it as failed and the worker exits.
+    A worker never goes on alone after its parent is gone.
+    """
+    signal.signal(signal.SIGTERM, _interrupt)
+    _die_with_parent()
     try:
         run_worker(settings, max_trials, worker_index)
     except HVPSError as exc:
@@ -357,6 +424,32 @@ def _worker_process(settings: SweepSettings, max_trials: int, worker_index: int,
         raise SystemExit(2) from None
     except KeyboardInterrupt:
         raise SystemExit(130) from None
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    # Optuna logs an interrupted trial as a warning with its traceback; the parent prints one line.
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    raise KeyboardInterrupt
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to send this process SIGTERM when its parent dies; elsewhere, poll the parent."""
+    parent = os.getppid()
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) == 0:
+            if os.getppid() != parent:  # the parent died before prctl took effect
+                os.kill(os.getpid(), signal.SIGTERM)
+            return
+    except (OSError, AttributeError):
+        pass
+    threading.Thread(target=_watch_parent, args=(parent,), daemon=True, name="watch-parent").start()
+
+
+def _watch_parent(parent: int, poll_s: float = 1.0) -> None:
+    while os.getppid() == parent:
+        time.sleep(poll_s)
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 # --------------------------------------------------------------------------- the launcher
@@ -464,8 +557,13 @@ def _run_processes(
                 process.join(timeout=poll_seconds / len(processes))
             if on_progress is not None:
                 on_progress(study)
-    except KeyboardInterrupt:
-        # The workers got the same SIGINT from the terminal; give them time to record it.
+    except BaseException:
+        # Ctrl-C (the workers got the same SIGINT from the terminal), SIGTERM of this process
+        # (raised here by the command line's handler) or an error: stop every worker, give them
+        # time to record their interrupted trial, then return to write the finished ones.
+        for process in processes:
+            if process.is_alive() and process.pid is not None:
+                os.kill(process.pid, signal.SIGTERM)
         _stop(processes, grace_s=10.0)
         raise
     failed = [p for p in processes if p.exitcode not in (0, None)]
