@@ -150,7 +150,9 @@ class HVPSLightningCLI(LightningCLI):
     def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
         """The trainer, with ``HVPSProgressBar`` (``lightning/progress.py``) as its default bar."""
         trainer = super().instantiate_trainer(**kwargs)
-        configured = self.config_init[self.subcommand].get("trainer", {}).get("callbacks") or []
+        # run=False (scripts such as benchmarks/gpu_check.py) has no subcommand level
+        config = self.config_init[self.subcommand] if self.subcommand else self.config_init
+        configured = config.get("trainer", {}).get("callbacks") or []
         replace_default_progress_bar(trainer, configured if isinstance(configured, list) else [configured])
         return trainer
 

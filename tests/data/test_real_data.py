@@ -1,11 +1,11 @@
-"""The loaders, `hvps data check`, `hvps data cache`, the recipe and the MOTS metrics on real files.
+"""The loaders, `hvps data check`, `hvps data cache` and the recipe's configs on real files.
 
 The files (KITTI-STEP frames and maps, MOTS20-05, KITTI-MOTS ground truth and two real trackers'
 results, Cityscapes-DVPS 16-bit maps) are linked into temporary roots from ``../shared/real_data``
 (or ``$HVPS_REAL_DATA``), never copied; every test skips with a reason where they are absent.
-The KITTI-STEP stage configs train on the real KITTI frames (fast_dev_run, demo sizes), the
-paper overlay's augmentation runs at their native size, and `hvps evaluate mots` gives every
-figure TrackEval gives on real tracker outputs.
+The KITTI-STEP stage configs train on the real KITTI frames (fast_dev_run, demo sizes) and the
+paper overlay's augmentation runs at their native size. `hvps evaluate mots` against TrackEval on
+the real tracker outputs: ``tests/metrics/test_mots_real_data.py``.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from trackeval_results import as_hvps, evaluator_config
 
 from hvps_lightning.cli import main
 from hvps_lightning.cli.config import composed_config
@@ -213,74 +212,3 @@ def test_kitti_step_stage_config_trains_on_the_real_frames(
         assert "val/aq" in seen["metrics"] and any("MOTSA" in key for key in seen["metrics"])
     else:
         assert "val/miou" in seen["metrics"]
-
-
-def trackeval_kitti_mots(real_data: Path, trackers: list[str]) -> dict:
-    trackeval = pytest.importorskip("trackeval")
-    root = real_data / "kitti_mots"
-    dataset = trackeval.datasets.KittiMOTS({
-        "GT_FOLDER": str(root / "gt"), "TRACKERS_FOLDER": str(root / "trackers"), "SPLIT_TO_EVAL": "val",
-        "TRACKERS_TO_EVAL": trackers, "CLASSES_TO_EVAL": ["car", "pedestrian"], "PRINT_CONFIG": False,
-    })  # fmt: skip
-    metrics = [trackeval.metrics.HOTA(), trackeval.metrics.CLEAR(), trackeval.metrics.Identity()]
-    results, messages = trackeval.Evaluator(evaluator_config()).evaluate([dataset], metrics)
-    assert set(messages["KittiMOTS"].values()) == {"Success"}
-    return results["KittiMOTS"]
-
-
-def hvps_evaluate_mots(gt: Path, pred: Path, class_id: int, out: Path) -> dict:
-    assert main(["evaluate", "mots", "--gt", str(gt), "--pred", str(pred), "--class-id", str(class_id),
-                 "--output", str(out)]) == 0  # fmt: skip
-    return json.loads(out.read_text())
-
-
-def assert_same_figures(ours: dict, theirs: dict, sequences: list[str], cls: str) -> None:
-    for sequence in sequences:
-        for key, value in as_hvps(theirs[sequence][cls]).items():
-            assert ours["per_sequence"][sequence][key] == pytest.approx(value, abs=1e-9), (sequence, cls, key)
-    for key, value in as_hvps(theirs["COMBINED_SEQ"][cls]).items():
-        assert ours["combined"][key] == pytest.approx(value, abs=1e-9), ("combined", cls, key)
-
-
-@pytest.mark.slow
-def test_evaluate_mots_equals_trackeval_on_real_kitti_mots_trackers(real_data: Path, tmp_path: Path) -> None:
-    """TrackR-CNN's and a SAM tracker's KITTI-MOTS val results: every figure, per sequence and combined.
-
-    The files are read where they are: the ground truth's label_02/ and each tracker's data/ are
-    already the flat <seq>.txt folders `hvps evaluate mots` takes (cars: --class-id 1).
-    """
-    theirs = trackeval_kitti_mots(real_data, ["track_rcnn", "sam"])
-    gt = real_data / "kitti_mots/gt/label_02"
-    sequences = sorted(p.stem for p in gt.glob("*.txt"))
-    assert len(sequences) == 9
-    for tracker in ("track_rcnn", "sam"):
-        pred = real_data / "kitti_mots/trackers" / tracker / "data"
-        for cls, class_id in (("car", 1), ("pedestrian", 2)):
-            ours = hvps_evaluate_mots(gt, pred, class_id, tmp_path / f"{tracker}_{cls}.json")
-            assert_same_figures(ours, theirs[tracker], sequences, cls)
-    # not a vacuous comparison: TrackR-CNN's published car result (its authors' own TrackEval output)
-    summary = (real_data / "kitti_mots/trackeval_outputs_from_source/track_rcnn/car_summary.txt").read_text()
-    names, values = (line.split() for line in summary.strip().splitlines())
-    ours = json.loads((tmp_path / "track_rcnn_car.json").read_text())["combined"]
-    assert 100 * ours["HOTA"] == pytest.approx(float(values[names.index("HOTA")]), abs=5e-3)
-
-
-@pytest.mark.slow
-def test_evaluate_mots_equals_trackeval_on_real_mots20(real_data: Path, tmp_path: Path) -> None:
-    """TrackR-CNN on MOTS20-05 (frames 1-15), ignore regions included."""
-    trackeval = pytest.importorskip("trackeval")
-    dataset = trackeval.datasets.MOTSChallenge({
-        "GT_FOLDER": str(real_data / "mots20/gt"), "TRACKERS_FOLDER": str(real_data / "mots20/trackers"),
-        "SKIP_SPLIT_FOL": True, "SEQ_INFO": {"MOTS20-05": 15}, "TRACKERS_TO_EVAL": ["track_rcnn"],
-        "PRINT_CONFIG": False,
-    })  # fmt: skip
-    metrics = [trackeval.metrics.HOTA(), trackeval.metrics.CLEAR(), trackeval.metrics.Identity()]
-    results, _ = trackeval.Evaluator(evaluator_config()).evaluate([dataset], metrics)
-    gt, pred = tmp_path / "gt", tmp_path / "pred"
-    for folder in (gt, pred):
-        folder.mkdir()
-    (gt / "MOTS20-05.txt").symlink_to(real_data / "mots20/gt/MOTS20-05/gt/gt.txt")  # linked, never copied
-    (pred / "MOTS20-05.txt").symlink_to(real_data / "mots20/trackers/track_rcnn/data/MOTS20-05.txt")
-    ours = hvps_evaluate_mots(gt, pred, 2, tmp_path / "mots20.json")
-    assert_same_figures(ours, results["MOTSChallenge"]["track_rcnn"], ["MOTS20-05"], "pedestrian")
-    assert ours["combined"]["TP"] > 0 and ours["combined"]["IDSW"] >= 0

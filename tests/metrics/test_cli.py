@@ -201,9 +201,11 @@ def test_mots_malformed_file_and_missing_folder(
 
 
 def test_evaluate_without_subcommand(capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit):
-        main(["evaluate"])
-    capsys.readouterr()
+    assert main(["evaluate"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        'hvps evaluate: error: expected "subcommand" to be one of {step,mots}, but it was not provided.'
+    )
 
 
 def test_step_sequences_selects_ground_truth_sequences(
