@@ -9,12 +9,30 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from hvps_lightning import __version__
 
 if TYPE_CHECKING:
-    from hvps_lightning.inference.model import InferenceModel
+    from hvps_lightning.models.mots.net import MOTSNet
+    from hvps_lightning.models.semantic.torch_model import SemanticNet
+    from hvps_lightning.structures.specs import DatasetSpec
+    from hvps_lightning.tracking.config import TrackerConfig
+
+
+class CardSource(Protocol):
+    """What a model card describes (an ``InferenceModel`` is one)."""
+
+    spec: DatasetSpec
+    mots: MOTSNet
+    semantic: SemanticNet
+    mask_threshold: float
+    target_index: int | None
+    mots_image_size: tuple[int, int] | None
+    semantic_image_size: tuple[int, int] | None
+    tracker: TrackerConfig
+    fusion_rule: str
+    sources: dict[str, dict[str, Any]]
 
 
 def _parameters(net: Any) -> str:
@@ -59,7 +77,7 @@ def _stage_lines(stages: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def model_card(model: InferenceModel) -> str:
+def model_card(model: CardSource) -> str:
     """The Markdown model card of ``model`` (see the module docstring)."""
     spec = model.spec
     mots, semantic = model.mots, model.semantic
