@@ -15,7 +15,7 @@ computed beforehand:
 * ``fusion``: :func:`~hvps_lightning.panoptic.fusion.fuse_panoptic` of each frame's tracks and map;
 * ``writing``: the STEP PNGs and the MOTS txt.
 
-The overhead is ``pipeline time / sum of parts - 1`` (target <= 10 %, DESIGN.md section 8).
+The overhead is ``pipeline time / sum of parts - 1`` (target <= 10 %).
 Measurements alternate pipeline and parts, ``--repeats`` times after a warm-up, and take the
 medians. On CPU they run on one thread and count the process's CPU time by default (other
 processes sharing the cores count for none); ``--device cuda`` counts wall time with the device

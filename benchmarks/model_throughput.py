@@ -21,7 +21,7 @@ work whatever the random weights propose. Measurements go round-robin over the m
 use the process's CPU time by default, so that load from other processes counts for none.
 Both get the DataModule's contract (normalised input, no resizing).
 
-Targets (DESIGN.md section 8): streaming inference <= 1.2x and a TA training step <= 2x the
+Targets: streaming inference <= 1.2x and a TA training step <= 2x the
 plain model, at every size. Prints one JSON line with, per size, the ratios to the plain model
 and the absolute medians.
 """

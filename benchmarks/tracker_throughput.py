@@ -7,7 +7,7 @@ people hidden behind each other, so retrieval, re-ID and tracklet merges all run
 and mask overlap removal only: no image is read and no mask decoded. One thread; the median
 over ``--runs`` runs of ``track_sequence`` over the whole sequence (tentative backfill
 included), for the default config and, side by side, the previous release's
-(the shipped config ``tracker/previous_release``). Target (DESIGN.md section 8): >= 800 frames/s.
+(the shipped config ``tracker/previous_release``). Target: >= 800 frames/s.
 
 Camera motion compensation is measured apart, on 1080p frames of a panning view of a textured
 scene: milliseconds per frame of :class:`~hvps_lightning.tracking.camera_motion.CameraMotionEstimator`

@@ -4,7 +4,7 @@ Example::
 
     hvps bundle --mots-checkpoint runs/mot_step/mots/checkpoints/*/last.ckpt \\
         --semantic-checkpoint runs/mot_step/semantic/checkpoints/*/last.ckpt \\
-        --tracker-config experiments/tracker/default.yaml --out model.hvps
+        --tracker-config tracker/default --out model.hvps
 
 The bundle (:mod:`hvps_lightning.formats.bundle`) holds both networks' weights (safetensors, or
 ``torch.save`` state dicts read with ``weights_only=True``), their constructor arguments and
