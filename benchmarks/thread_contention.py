@@ -5,12 +5,17 @@ of 3 frames at 192x320, one item) for ``--steps`` training steps in a subprocess
 with a second identical job beside it, under three settings:
 
 * ``default``: torch's own (one intra-op thread per core, OpenMP threads spin while waiting);
-* ``passive``: ``OMP_WAIT_POLICY=PASSIVE`` (waiting threads sleep instead of spinning), what
-  ``hvps`` sets unless the variable is already set;
+* ``passive``: ``OMP_WAIT_POLICY=PASSIVE`` (waiting threads sleep instead of spinning);
 * ``split``: ``OMP_NUM_THREADS`` = cores / 2 for each job.
 
 Prints one JSON line: the median step time of each setting alone and side by side, and the
 slowdown of a job next to another (side-by-side time / alone time; 2.0 is a fair share).
+
+What ``hvps`` does with it: it leaves one process's threads to torch (alone, ``default`` is the
+fastest; ``passive`` costs about a fifth), sizes every process it starts itself to its share of
+the cores (sweep workers: ``cores // --n-jobs`` threads; DataLoader workers: one, torch's own
+rule; the tests: one per pytest-xdist worker), and the README tells users who share a machine
+to set ``OMP_NUM_THREADS`` (the ``split`` row).
 """
 
 from __future__ import annotations

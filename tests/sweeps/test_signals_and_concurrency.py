@@ -152,3 +152,19 @@ def test_concurrent_sweeps_started_alike_never_repeat_parameters(tmp_path, stora
     assert len({t.user_attrs[WORKER_ATTR] for t in searched}) == 2  # both processes ran trials
     params = [tuple(sorted(t.params.items())) for t in searched]
     assert len(params) >= 20 and len(set(params)) == len(params)
+
+
+def test_workers_share_the_cores_unless_the_user_sized_the_pools(monkeypatch):
+    from hvps_lightning.sweeps.study import THREAD_VARIABLES, _thread_share
+
+    for name in THREAD_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")  # the user's choice stays
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)))
+    with _thread_share(4):
+        assert os.environ["OMP_NUM_THREADS"] == "3"
+        assert all(os.environ[name] == "2" for name in THREAD_VARIABLES[1:])
+    assert os.environ["OMP_NUM_THREADS"] == "3"
+    assert not any(name in os.environ for name in THREAD_VARIABLES[1:])
+    with _thread_share(16):  # more workers than cores: one thread each
+        assert os.environ["OPENBLAS_NUM_THREADS"] == "1"
