@@ -80,7 +80,9 @@ def build_parser() -> ArgumentParser:
         description="End-to-end HVPS demo on generated data: synth -> staged finetuning of the MOTS "
         "and semantic models -> predict -> track + fuse -> STQ / MOTS metrics.",
     )
-    parser.add_argument("--fast", action="store_true", help="a ~3-minute smoke run (tiny budgets)")
+    parser.add_argument(
+        "--fast", action="store_true", help="a smoke run of about a minute (tiny budgets; metrics near zero)"
+    )
     parser.add_argument("--out", type=str, default="outputs/demo", help="output folder (never overwritten)")
     parser.add_argument("--data-root", type=str, default="data/demo", help="where the generated datasets go")
     parser.add_argument("--seed", type=int, default=0, help="seed of the data and of training")
