@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 import warnings
 from pathlib import Path
 
@@ -73,6 +74,10 @@ def describe_storage(url: str) -> str:
     return url
 
 
+#: tries at opening an RDB storage whose tables another process is creating at the same time
+SCHEMA_ATTEMPTS = 4
+
+
 def open_storage(url: str) -> BaseStorage:
     """Build the Optuna storage of ``url`` (see the module docstring for the forms).
 
@@ -103,20 +108,29 @@ def open_storage(url: str) -> BaseStorage:
     if url.startswith("sqlite"):
         # Several worker processes write one SQLite file: wait for the lock instead of failing.
         engine_kwargs = {"connect_args": {"timeout": 60}}
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats
-            return optuna.storages.RDBStorage(
-                url,
-                engine_kwargs=engine_kwargs,
-                heartbeat_interval=HEARTBEAT_INTERVAL_S,
-                grace_period=GRACE_PERIOD_S,
-            )
-    except ImportError as exc:
-        raise HVPSError(f"--storage {describe_storage(url)}: database driver missing ({exc})") from None
-    except Exception as exc:  # sqlalchemy.exc.ArgumentError, OperationalError, ...
-        problem = f"{type(exc).__name__}: {exc}"
-        raise HVPSError(f"--storage {describe_storage(url)}: cannot open ({problem})") from None
+    for attempt in range(SCHEMA_ATTEMPTS):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats
+                return optuna.storages.RDBStorage(
+                    url,
+                    engine_kwargs=engine_kwargs,
+                    heartbeat_interval=HEARTBEAT_INTERVAL_S,
+                    grace_period=GRACE_PERIOD_S,
+                )
+        except ImportError as exc:
+            raise HVPSError(f"--storage {describe_storage(url)}: database driver missing ({exc})") from None
+        except Exception as exc:  # sqlalchemy.exc.ArgumentError, OperationalError, ...
+            # Two sweeps started at once on a new database both create Optuna's tables; the one
+            # that loses gets an IntegrityError or "table ... already exists" and finds the tables
+            # there on its next try.
+            racing = type(exc).__name__ == "IntegrityError" or "already exists" in str(exc)
+            if racing and attempt + 1 < SCHEMA_ATTEMPTS:
+                time.sleep(0.5 * (attempt + 1))
+                continue
+            problem = f"{type(exc).__name__}: {exc}"
+            raise HVPSError(f"--storage {describe_storage(url)}: cannot open ({problem})") from None
+    raise AssertionError("unreachable")
 
 
 def worker_identity() -> str:

@@ -412,25 +412,37 @@ def run_worker(
 def _worker_process(settings: SweepSettings, max_trials: int, worker_index: int, errors: Any) -> None:
     """Entry point of a spawned worker: report user errors through ``errors`` instead of a traceback.
 
-    SIGTERM (from the parent, or from the kernel when the parent dies: ``PR_SET_PDEATHSIG``)
-    interrupts the running trial like Ctrl-C: Optuna records it as failed and the worker exits.
+    SIGTERM (from the parent, or from the kernel when the parent dies: ``PR_SET_PDEATHSIG``) and
+    SIGINT interrupt the running trial like Ctrl-C: Optuna records it as failed and the worker exits.
     A worker never goes on alone after its parent is gone.
     """
     signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)  # Ctrl-C reaches the workers too: one line, from the parent
     _die_with_parent()
     try:
         run_worker(settings, max_trials, worker_index)
     except HVPSError as exc:
         errors.put(f"worker {worker_index}: {exc}")
         raise SystemExit(2) from None
-    except KeyboardInterrupt:
-        raise SystemExit(130) from None
+    except BaseException:
+        # An interrupt can land anywhere, also inside Optuna's bookkeeping, which may then fail
+        # with another error; once interrupted, the worker only stops (the parent says why).
+        if _INTERRUPTED:
+            raise SystemExit(130) from None
+        raise
+
+
+#: set once this worker process got SIGINT or SIGTERM
+_INTERRUPTED: list[int] = []
 
 
 def _interrupt(signum: int, frame: object) -> None:
     # Optuna logs an interrupted trial as a warning with its traceback; the parent prints one line.
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    raise KeyboardInterrupt
+    already = bool(_INTERRUPTED)
+    _INTERRUPTED.append(signum)
+    if not already:
+        raise KeyboardInterrupt
 
 
 def _die_with_parent() -> None:

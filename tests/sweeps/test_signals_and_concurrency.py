@@ -33,7 +33,10 @@ def _start_sweep(sim_cache: dict[str, Path], out: Path) -> subprocess.Popen[str]
             "--detections", str(sim_cache["cache"]), "--gt", str(sim_cache["root"]), "--out", str(out),
             "--trials", "100000", "--n-jobs", "2",
             "--sampler", "random", "--wandb", "disabled", "--quiet"]  # fmt: skip
-    return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # a session of its own, like a command started in a terminal: Ctrl-C signals the whole group
+    return subprocess.Popen(
+        args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
 
 
 def _trials(out: Path) -> list[optuna.trial.FrozenTrial]:
@@ -81,19 +84,26 @@ def _zombie(pid: int) -> bool:
 
 
 @pytest.mark.slow
-def test_sigterm_stops_the_workers_and_writes_the_finished_trials(sim_cache, tmp_path):
+@pytest.mark.parametrize(
+    ("how", "code", "line"),
+    [("SIGTERM to the command", 143, "terminated"), ("Ctrl-C in its terminal", 130, "interrupted")],
+)
+def test_a_signal_stops_the_workers_and_writes_the_finished_trials(sim_cache, tmp_path, how, code, line):
     out = tmp_path / "sweep"
     process = _start_sweep(sim_cache, out)
     try:
         _wait_for_trials(process, out, complete=3)
         workers = _worker_pids(out)
-        process.send_signal(signal.SIGTERM)
+        if how.startswith("SIGTERM"):
+            process.send_signal(signal.SIGTERM)
+        else:  # the terminal sends SIGINT to the foreground process group: parent and workers
+            os.killpg(process.pid, signal.SIGINT)
         _, err = process.communicate(timeout=60)
     finally:
         if process.poll() is None:
             process.kill()
-    assert process.returncode == 143, err
-    assert err.strip().splitlines() == ["hvps sweep: terminated; nothing half-written was kept"]
+    assert process.returncode == code, err
+    assert err.strip().splitlines() == [f"hvps sweep: {line}; nothing half-written was kept"]
     assert not _wait_until_dead(workers), "a sweep worker outlived its parent's SIGTERM"
     trials = _trials(out)
     finished = [t for t in trials if t.state == TrialState.COMPLETE]
