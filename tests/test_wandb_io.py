@@ -144,3 +144,26 @@ def test_log_path_artifact_offline(tmp_path: Path) -> None:
     (found,) = read_offline_run(next((tmp_path / "wandb").glob("offline-run-*"))).artifacts
     assert found == {"name": "detections-motchallenge-0002", "type": "dataset", "files": ["0002.json"],
                      "metadata": {"k": 1}}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("args", "option"),
+    [
+        (["infer", "--model", REFERENCE, "--input", "frames", "--out", "OUT"], "--model"),
+        (["infer", "--mots-checkpoint", REFERENCE, "--semantic-checkpoint", "s.ckpt", "--input", "frames",
+          "--out", "OUT"], "--mots-checkpoint"),
+        (["bundle", "--mots-checkpoint", "m.ckpt", "--semantic-checkpoint", REFERENCE, "--out", "OUT"],
+         "--semantic-checkpoint"),
+        (["export", "--model", REFERENCE, "--format", "onnx", "--out", "OUT"], "--model"),
+    ],
+)  # fmt: skip
+def test_models_and_bundles_take_references_too(
+    args: list[str], option: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: Any
+) -> None:
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    out = tmp_path / "out"
+    code = main([str(out) if a == "OUT" else a for a in args])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1, err
+    assert f"{option} {REFERENCE}: W&B is offline here" in err
+    assert not out.exists()

@@ -27,7 +27,12 @@ def build_parser() -> ArgumentParser:
         description="Write both trained networks, the dataset spec, the tracker configuration, the fusion "
         "rule and a model card into one file for `hvps infer --model` and `Pipeline.from_bundle`."
     )
-    parser.add_argument("--mots-checkpoint", type=str, required=True, help="MOTSModule checkpoint (hvps fit)")
+    parser.add_argument(
+        "--mots-checkpoint",
+        type=str,
+        required=True,
+        help="MOTSModule checkpoint (hvps fit), or wandb-artifact://...",
+    )
     parser.add_argument(
         "--semantic-checkpoint", type=str, required=True, help="SemanticModule checkpoint of the same dataset"
     )
@@ -71,8 +76,13 @@ def run(cfg: Namespace) -> int:
             import safetensors  # noqa: F401
         except ImportError:
             raise HVPSError("--weights-format safetensors: safetensors is not installed") from None
+    from hvps_lightning.wandb_io import resolve_path
+
     model = InferenceModel.from_checkpoints(
-        cfg.mots_checkpoint, cfg.semantic_checkpoint, cfg.tracker_config, cfg.fusion_rule
+        resolve_path(cfg.mots_checkpoint, "model", "--mots-checkpoint"),
+        resolve_path(cfg.semantic_checkpoint, "model", "--semantic-checkpoint"),
+        cfg.tracker_config,
+        cfg.fusion_rule,
     )
     model.save(out, cfg.weights_format)
     size = out.stat().st_size / 1e6

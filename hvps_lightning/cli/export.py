@@ -22,7 +22,9 @@ def build_parser() -> ArgumentParser:
         description="Export the semantic network and the MOTS network's per-frame forward of a model "
         "bundle to TorchScript or ONNX, and check the exported outputs against the eager network's."
     )
-    parser.add_argument("--model", type=str, required=True, help="a model bundle (hvps bundle)")
+    parser.add_argument(
+        "--model", type=str, required=True, help="a model bundle (hvps bundle), or wandb-artifact://..."
+    )
     parser.add_argument("--format", type=str, required=True, help="onnx or torchscript")
     parser.add_argument("--out", type=str, required=True, help="output folder")
     parser.add_argument(
@@ -51,7 +53,9 @@ def run(cfg: Namespace) -> int:
 
     if cfg.format not in EXPORT_FORMATS:
         raise HVPSError(f"--format {cfg.format}: expected one of {', '.join(EXPORT_FORMATS)}")
-    model = InferenceModel.load(cfg.model)
+    from hvps_lightning.wandb_io import resolve_path
+
+    model = InferenceModel.load(resolve_path(cfg.model, "bundle", "--model"))
     size = tuple(cfg.image_size) if cfg.image_size is not None else None
     report = export_model(model, cfg.out, cfg.format, size, cfg.sample, cfg.atol, cfg.rtol)
     for name, check in report["check"].items():

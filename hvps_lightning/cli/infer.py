@@ -27,7 +27,9 @@ def build_parser() -> ArgumentParser:
         description="Run trained models on a video file (mp4, avi, mov, ...), a folder of frames (jpg/png, "
         "natural order) or a glob: STEP panoptic PNGs, MOTS txt, an overlay video and per-frame JSON."
     )
-    parser.add_argument("--model", type=str | None, default=None, help="a model bundle (hvps bundle)")
+    parser.add_argument(
+        "--model", type=str | None, default=None, help="a model bundle (hvps bundle), or wandb-artifact://..."
+    )
     parser.add_argument(
         "--mots-checkpoint", type=str | None, default=None, help="instead of --model: a MOTSModule checkpoint"
     )
@@ -107,15 +109,19 @@ def run(cfg: Namespace) -> int:
     out = check_output_folder(cfg.out, cfg.overwrite)
 
     # Everything that can be wrong with the model or the input fails here, before --out is touched.
+    from hvps_lightning.wandb_io import resolve_path
+
     if cfg.model is not None:
-        model = InferenceModel.load(cfg.model)
+        model = InferenceModel.load(resolve_path(cfg.model, "bundle", "--model"))
         if cfg.tracker_config is not None:
             from hvps_lightning.inference.model import as_tracker_config
 
             model.tracker = as_tracker_config(cfg.tracker_config)
     else:
         model = InferenceModel.from_checkpoints(
-            cfg.mots_checkpoint, cfg.semantic_checkpoint, cfg.tracker_config
+            resolve_path(cfg.mots_checkpoint, "model", "--mots-checkpoint"),
+            resolve_path(cfg.semantic_checkpoint, "model", "--semantic-checkpoint"),
+            cfg.tracker_config,
         )
     camera = None if cfg.camera_motion == "auto" else cfg.camera_motion == "on"
     pipeline = Pipeline(
