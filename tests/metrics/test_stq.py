@@ -11,6 +11,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from stq_random import random_stq_frames
 
 from hvps_lightning.metrics import STQ, functional_stq, segmentation_and_tracking_quality, sequence_key
 from hvps_lightning.metrics.functional_stq import stq_batch_statistics
@@ -269,30 +270,6 @@ def test_reset_and_compute_without_data() -> None:
     assert list(metric.compute()["per_sequence"]) == ["t"]
 
 
-def random_sequences(seed: int, num_classes: int, things: list[int], ignore_label: int, piecewise: bool):
-    """Frames of 1-3 sequences with labels drawn per pixel or as blocks (long runs)."""
-    rng = np.random.default_rng(seed)
-    semantic_values = (
-        [*range(num_classes), ignore_label] if ignore_label >= num_classes else list(range(num_classes))
-    )
-    height, width = int(rng.integers(1, 6)), int(rng.integers(1, 7))
-    frames = []
-    for sequence in range(int(rng.integers(1, 4))):
-        name = [sequence, f"seq-{sequence}", str(sequence)][sequence % 3]
-        for _ in range(int(rng.integers(1, 4))):
-            pair = []
-            for _ in range(2):
-                if piecewise:
-                    sem = np.repeat(rng.choice(semantic_values, (height, 1)), width, axis=1)
-                    inst = np.repeat(rng.integers(0, 3, (height, 1)), width, axis=1)
-                    sem[rng.random((height, width)) < 0.1] = rng.choice(semantic_values)
-                else:
-                    sem = rng.choice(semantic_values, (height, width))
-                    inst = rng.integers(0, 4, (height, width))
-                pair.append(np.stack([sem, inst], -1))
-            frames.append((name, pair[0], pair[1]))
-    order = rng.permutation(len(frames))
-    return [frames[i] for i in order], rng
 
 
 @settings(
@@ -336,7 +313,7 @@ def check_random_sequences(
     ignore_label = {"255": 255, "num_classes": num_classes, "inside": num_classes - 1}[ignore_choice]
     candidates = [c for c in range(num_classes) if c != ignore_label]
     things = [c for c in candidates if rng.random() < 0.6]
-    frames, rng = random_sequences(seed, num_classes, things, ignore_label, piecewise)
+    frames, rng = random_stq_frames(seed, num_classes, ignore_label, piecewise)
     metric = STQ(num_classes, things, ignore_label, coalesce_every=int(rng.integers(1, 4)))
     for start in range(0, len(frames), batch_size):
         chunk = frames[start : start + batch_size]
@@ -367,7 +344,7 @@ def _close(actual: float, expected: float) -> None:
 
 
 def test_merge_state_equals_one_metric(reference_stq) -> None:
-    frames, _ = random_sequences(11, 3, [1, 2], 255, piecewise=True)
+    frames, _ = random_stq_frames(11, 3, 255, piecewise=True)
     whole, first, second = STQ(3, [1, 2], 255), STQ(3, [1, 2], 255), STQ(3, [1, 2], 255)
     for index, (name, target, preds) in enumerate(frames):
         whole.update(batch(preds), batch(target), [name])

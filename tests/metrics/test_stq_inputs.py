@@ -21,6 +21,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from stq_random import random_stq_frames
 from torch.overrides import TorchFunctionMode
 
 from hvps_lightning.metrics import STQ, STQAccumulator, functional_stq
@@ -106,29 +107,6 @@ def test_published_cases_on_every_dtype_layout_and_path(dtype: torch.dtype, layo
     assert ran == len(CASES) if layout != "packed" or dtype not in (torch.uint8, torch.int16) else ran > 0
 
 
-def random_batches(seed: int, num_classes: int, ignore_label: int, piecewise: bool):
-    """Frames of 1-3 sequences with labels drawn per pixel or as blocks (long runs)."""
-    rng = np.random.default_rng(seed)
-    semantic_values = (
-        [*range(num_classes), ignore_label] if ignore_label >= num_classes else list(range(num_classes))
-    )
-    height, width = int(rng.integers(1, 6)), int(rng.integers(1, 7))
-    frames = []
-    for sequence in range(int(rng.integers(1, 4))):
-        name = [sequence, f"seq-{sequence}", str(sequence)][sequence % 3]
-        for _ in range(int(rng.integers(1, 4))):
-            pair = []
-            for _ in range(2):
-                if piecewise:
-                    sem = np.repeat(rng.choice(semantic_values, (height, 1)), width, axis=1)
-                    inst = np.repeat(rng.integers(0, 3, (height, 1)), width, axis=1)
-                    sem[rng.random((height, width)) < 0.1] = rng.choice(semantic_values)
-                else:
-                    sem = rng.choice(semantic_values, (height, width))
-                    inst = rng.integers(0, 4, (height, width))
-                pair.append(np.stack([sem, inst], -1))
-            frames.append((name, pair[0], pair[1]))
-    return [frames[i] for i in rng.permutation(len(frames))], rng
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
@@ -166,7 +144,7 @@ def test_random_sequences_match_the_slow_reference(
     rng = np.random.default_rng(seed)
     ignore_label = {"255": 255, "num_classes": num_classes, "inside": num_classes - 1}[ignore_choice]
     things = [c for c in range(num_classes) if c != ignore_label and rng.random() < 0.6]
-    frames, rng = random_batches(seed, num_classes, ignore_label, piecewise)
+    frames, rng = random_stq_frames(seed, num_classes, ignore_label, piecewise)
     pred_layout, target_layout = layouts
     metric = STQ(num_classes, things, ignore_label, divisor, coalesce_every=int(rng.integers(1, 4)))
     saved = functional_stq.CPU_CHUNK_PIXELS
@@ -417,7 +395,7 @@ def test_cuda_update_synchronises_once_and_matches_the_cpu() -> None:  # pragma:
 
 
 def test_accumulator_equals_the_metric_and_needs_no_torch(reference_stq, stq_close) -> None:
-    frames, _ = random_batches(21, 3, 255, piecewise=True)
+    frames, _ = random_stq_frames(21, 3, 255, piecewise=True)
     accumulator, metric = STQAccumulator(STQLabelSpace(3, (1, 2))), STQ(3, [1, 2])
     for name, target, preds in frames:
         accumulator.update(preds[None], target[None], name)
