@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-#: a MOTSNet small enough for CPU tests, every module present (as tests/models/mots' TINY_NET)
+#: a MOTSNet small enough for CPU tests, every module present (also tests/models/mots' TINY_NET)
 TINY_MOTS: dict[str, Any] = {
     "backbone": "resnet18",
     "trainable_layers": 2,

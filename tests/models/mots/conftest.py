@@ -14,32 +14,14 @@ from typing import Any
 
 import pytest
 import torch
+from inference_helpers import TINY_MOTS
 
 from hvps_lightning.models.mots import MOTSNet
 from hvps_lightning.models.mots.lightning_model import MOTSModule
 from hvps_lightning.structures.specs import get_spec
 
-#: small enough for CPU tests, every module present
-TINY_NET: dict[str, Any] = {
-    "backbone": "resnet18",
-    "trainable_layers": 2,
-    "fpn_channels": 32,
-    "temporal_attention_channels": 8,
-    "anchor_sizes": (16, 32, 64, 128, 256),
-    "rpn_pre_nms_top_n_train": 200,
-    "rpn_post_nms_top_n_train": 100,
-    "rpn_pre_nms_top_n_test": 200,
-    "rpn_post_nms_top_n_test": 50,
-    "rpn_batch_size_per_image": 64,
-    "box_batch_size_per_image": 32,
-    "box_representation_size": 64,
-    "box_detections_per_img": 20,
-    "mask_head_layers": 2,
-    "mask_head_channels": 32,
-    "spatial_attention_channels": 16,
-    "embedding_dim": 16,
-    "embedding_channels": 32,
-}
+#: small enough for CPU tests, every module present (shared with the inference tests)
+TINY_NET: dict[str, Any] = TINY_MOTS
 
 #: identity -> RGB colour in [0, 1]
 COLOURS = torch.tensor(
