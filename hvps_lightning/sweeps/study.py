@@ -32,6 +32,7 @@ build it (:mod:`hvps_lightning.sweeps.objective` provides the real one).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import importlib
 import logging
@@ -56,6 +57,9 @@ from hvps_lightning.sweeps.storage import WORKER_ATTR, fail_dead_local_trials, o
 
 OBJECTIVES = ("stq", "aq", "idf1", "smotsa")
 SAMPLERS = ("tpe", "random", "grid")
+#: how long stopped workers get to record their interrupted trial: above Optuna's 30 s grace for
+#: a journal lock left by a worker interrupted while holding it
+STOP_GRACE_S = 40.0
 #: prctl option: the signal this process gets when its parent dies (linux/prctl.h)
 PR_SET_PDEATHSIG = 1
 
@@ -340,7 +344,8 @@ class TrialObjective:
         params = suggest_params(trial, self.space)
         start = time.perf_counter()
         try:
-            metrics = dict(self.evaluate(self.settings.full_params(params)))
+            with _interruptible():
+                metrics = dict(self.evaluate(self.settings.full_params(params)))
             value = float(metrics[self.settings.objective])
             if not math.isfinite(value):
                 raise ValueError(f"objective {self.settings.objective} is {value}")
@@ -368,7 +373,7 @@ class _StopAtBudget:
         self.n_trials = n_trials
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        if budget_left(study, self.n_trials) <= 0:
+        if _INTERRUPTED or budget_left(study, self.n_trials) <= 0:
             study.stop()
 
 
@@ -421,6 +426,8 @@ def _worker_process(settings: SweepSettings, max_trials: int, worker_index: int,
     _die_with_parent()
     try:
         run_worker(settings, max_trials, worker_index)
+        if _INTERRUPTED:
+            raise SystemExit(130)
     except HVPSError as exc:
         errors.put(f"worker {worker_index}: {exc}")
         raise SystemExit(2) from None
@@ -432,16 +439,37 @@ def _worker_process(settings: SweepSettings, max_trials: int, worker_index: int,
         raise
 
 
-#: set once this worker process got SIGINT or SIGTERM
+#: the signals this worker process got (SIGINT, SIGTERM)
 _INTERRUPTED: list[int] = []
+#: whether the worker is evaluating a trial's parameters (the one place an interrupt may land)
+_EVALUATING: list[bool] = [False]
+
+
+@contextmanager
+def _interruptible() -> Iterator[None]:
+    """Let a signal interrupt the block; elsewhere it waits for the end of the trial.
+
+    Optuna's storage writes (a journal file's lock above all) must not be cut in the middle: a
+    worker interrupted while holding the lock left it to Optuna's 30 s stale-lock grace, and the
+    other workers and the parent waited that long. Evaluating is where a worker spends its time,
+    so an interrupt still lands at once.
+    """
+    if _INTERRUPTED:
+        raise KeyboardInterrupt
+    _EVALUATING[0] = True
+    try:
+        yield
+    finally:
+        _EVALUATING[0] = False
 
 
 def _interrupt(signum: int, frame: object) -> None:
     # Optuna logs an interrupted trial as a warning with its traceback; the parent prints one line.
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    already = bool(_INTERRUPTED)
+    first = not _INTERRUPTED
     _INTERRUPTED.append(signum)
-    if not already:
+    if first and _EVALUATING[0]:
+        _EVALUATING[0] = False
         raise KeyboardInterrupt
 
 
@@ -578,11 +606,15 @@ def _run_processes(
         for process in processes:
             if process.is_alive() and process.pid is not None:
                 os.kill(process.pid, signal.SIGTERM)
-        _stop(processes, grace_s=10.0)
+        _stop(processes, grace_s=STOP_GRACE_S)
+        # a worker interrupted inside Optuna's own bookkeeping may leave its trial RUNNING: the
+        # workers are gone now, so mark their trials failed as a rerun would
+        with contextlib.suppress(Exception):
+            fail_dead_local_trials(study)
         raise
     failed = [p for p in processes if p.exitcode not in (0, None)]
     message = errors.get() if not errors.empty() else None
-    _stop(processes, grace_s=0.0 if message else 10.0)
+    _stop(processes, grace_s=0.0 if message else STOP_GRACE_S)
     if message is not None:
         raise HVPSError(message)
     if failed:
@@ -623,6 +655,7 @@ def _stop(processes: list[Any], grace_s: float) -> None:
         process.join(timeout=max(0.0, deadline - time.monotonic()))
     for process in processes:
         if process.is_alive():
-            logging.getLogger(__name__).warning("terminating sweep worker pid %s", process.pid)
-            process.terminate()
+            # the interrupted command prints its one line; this is for --debug logs only
+            logging.getLogger(__name__).debug("killing sweep worker pid %s", process.pid)
+            process.kill()
             process.join(timeout=5.0)

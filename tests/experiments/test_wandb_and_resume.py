@@ -79,7 +79,10 @@ def test_killed_fit_resumes_with_ckpt_path_last(synth_mot_step_root: Path, tmp_p
     args = ["fit", *SEMANTIC, "--config", str(override), *common(synth_mot_step_root, tmp_path),
             "--data.init_args.batch_size", "1", "--model.init_args.lr_scheduler.init_args.total_steps", "400",
             "--trainer.max_steps", "400"]  # fmt: skip
-    env = {**os.environ, "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1"}
+    # a run of its own, as from a shell: not attached to this test process's W&B service (inherited
+    # through WANDB_SERVICE), which would keep the killed run's id "in use" for the resume below
+    env = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}
+    env.update(WANDB_MODE="offline", PYTHONUNBUFFERED="1")
     process = subprocess.Popen([sys.executable, "-m", "hvps_lightning.cli", *args], env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     checkpoints = tmp_path / "checkpoints"

@@ -98,7 +98,7 @@ def test_a_signal_stops_the_workers_and_writes_the_finished_trials(sim_cache, tm
             process.send_signal(signal.SIGTERM)
         else:  # the terminal sends SIGINT to the foreground process group: parent and workers
             os.killpg(process.pid, signal.SIGINT)
-        _, err = process.communicate(timeout=60)
+        _, err = process.communicate(timeout=120)
     finally:
         if process.poll() is None:
             process.kill()
