@@ -366,6 +366,15 @@ class TrialObjective:
         return value
 
 
+#: how often a worker goes on after a trial another process took too (see run_worker)
+TAKEN_TRIAL_RETRIES = 3
+
+
+def _ran_by(study: optuna.Study, identity: str) -> int:
+    """How many trials of ``study`` the worker ``identity`` has run."""
+    return sum(t.user_attrs.get(WORKER_ATTR) == identity for t in study.get_trials(deepcopy=False))
+
+
 class _StopAtBudget:
     """Callback: stop this worker once the study holds enough finished and running trials."""
 
@@ -400,13 +409,23 @@ def run_worker(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         try:
-            study.optimize(
-                objective,
-                n_trials=max_trials,
-                catch=TRIAL_ERRORS,
-                callbacks=[_StopAtBudget(settings.n_trials), *callbacks],
-                gc_after_trial=False,
-            )
+            for attempt in range(TAKEN_TRIAL_RETRIES + 1):
+                try:
+                    study.optimize(
+                        objective,
+                        n_trials=max(1, max_trials - _ran_by(study, objective.identity)),
+                        catch=TRIAL_ERRORS,
+                        callbacks=[_StopAtBudget(settings.n_trials), *callbacks],
+                        gc_after_trial=False,
+                    )
+                    break
+                except ValueError as exc:
+                    # SQLite has no row locks: two processes can both take the one waiting (base)
+                    # trial, and the second's result is refused. The first's stands; go on.
+                    if not str(exc).startswith("Cannot tell a") or attempt == TAKEN_TRIAL_RETRIES:
+                        raise
+                    if budget_left(study, settings.n_trials) <= 0:
+                        break
         except BaseTrialFailed as exc:
             raise HVPSError(
                 f"the base tracker configuration failed ({exc}); check the inputs and --tracker-config"
