@@ -408,12 +408,13 @@ def run_worker(
     before = len(study.get_trials(deepcopy=False))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        earlier = _ran_by(study, objective.identity)  # this process may have run the study before
         try:
             for attempt in range(TAKEN_TRIAL_RETRIES + 1):
                 try:
                     study.optimize(
                         objective,
-                        n_trials=max(1, max_trials - _ran_by(study, objective.identity)),
+                        n_trials=max(1, max_trials - (_ran_by(study, objective.identity) - earlier)),
                         catch=TRIAL_ERRORS,
                         callbacks=[_StopAtBudget(settings.n_trials), *callbacks],
                         gc_after_trial=False,
