@@ -270,8 +270,6 @@ def test_reset_and_compute_without_data() -> None:
     assert list(metric.compute()["per_sequence"]) == ["t"]
 
 
-
-
 @settings(
     max_examples=100,
     deadline=None,

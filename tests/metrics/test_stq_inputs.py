@@ -107,8 +107,6 @@ def test_published_cases_on_every_dtype_layout_and_path(dtype: torch.dtype, layo
     assert ran == len(CASES) if layout != "packed" or dtype not in (torch.uint8, torch.int16) else ran > 0
 
 
-
-
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @settings(
     max_examples=40,

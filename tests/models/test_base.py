@@ -10,6 +10,7 @@ from typing import Any
 import lightning as L
 import pytest
 import torch
+from tiny_task import TinyTask, sgd
 from torch.utils.data import DataLoader, TensorDataset
 
 from hvps_lightning.errors import HVPSError
@@ -18,23 +19,7 @@ from hvps_lightning.models.net_config import constructor_arguments
 from hvps_lightning.models.state import LoadResult
 
 
-class _TinyTask(BaseTask):
-    """A BaseTask around one linear layer; records the LR of every training step."""
-
-    def __init__(self, **kwargs: Any) -> None:
-        self.lrs: list[float] = []
-        super().__init__(net=torch.nn.Linear(2, 1), **kwargs)
-
-    def training_step(self, batch: list[torch.Tensor], batch_idx: int) -> torch.Tensor:
-        self.lrs.append(self.trainer.optimizers[0].param_groups[0]["lr"])
-        return self.net(batch[0]).pow(2).mean()
-
-
-def _sgd(params: Any) -> torch.optim.Optimizer:
-    return torch.optim.SGD(params, lr=0.1)
-
-
-def _fit(task: _TinyTask, steps: int, items_per_epoch: int = 4) -> list[float]:
+def _fit(task: TinyTask, steps: int, items_per_epoch: int = 4) -> list[float]:
     torch.manual_seed(0)
     loader = DataLoader(TensorDataset(torch.randn(items_per_epoch, 2)), batch_size=1)
     trainer = L.Trainer(
@@ -53,10 +38,10 @@ def _fit(task: _TinyTask, steps: int, items_per_epoch: int = 4) -> list[float]:
 def test_one_cycle_is_stepped_every_step() -> None:
     one_cycle = partial(torch.optim.lr_scheduler.OneCycleLR, max_lr=0.1, total_steps=10, pct_start=0.3,
                         div_factor=10.0, final_div_factor=100.0)  # fmt: skip
-    task = _TinyTask(optimizer=_sgd, lr_scheduler=one_cycle)
+    task = TinyTask(optimizer=sgd, lr_scheduler=one_cycle)
     _, schedulers = task.configure_optimizers()
     assert [s["interval"] for s in schedulers] == ["step"]
-    lrs = _fit(_TinyTask(optimizer=_sgd, lr_scheduler=one_cycle), steps=10)  # 2.5 epochs of 4 steps
+    lrs = _fit(TinyTask(optimizer=sgd, lr_scheduler=one_cycle), steps=10)  # 2.5 epochs of 4 steps
     assert lrs[0] == pytest.approx(0.01)  # max_lr / div_factor
     assert max(lrs) == pytest.approx(0.1, rel=1e-6) and lrs.index(max(lrs)) == 2  # peak after 30 % - 1 steps
     assert all(a > b for a, b in itertools.pairwise(lrs[2:]))  # annealed within the epochs
@@ -65,22 +50,22 @@ def test_one_cycle_is_stepped_every_step() -> None:
 
 def test_epoch_scheduler_keeps_its_decay_after_the_warm_up() -> None:
     step_lr = partial(torch.optim.lr_scheduler.StepLR, step_size=1, gamma=0.5)
-    task = _TinyTask(optimizer=_sgd, lr_scheduler=step_lr, warmup_steps=4)
+    task = TinyTask(optimizer=sgd, lr_scheduler=step_lr, warmup_steps=4)
     _, schedulers = task.configure_optimizers()
     assert [s["interval"] for s in schedulers] == ["step", "epoch"]
-    lrs = _fit(_TinyTask(optimizer=_sgd, lr_scheduler=step_lr, warmup_steps=4), steps=12)
+    lrs = _fit(TinyTask(optimizer=sgd, lr_scheduler=step_lr, warmup_steps=4), steps=12)
     # warm-up (step + 1) / 4 over the first epoch, then halved every epoch (not reset by the warm-up)
     assert lrs == pytest.approx([0.025, 0.05, 0.075, 0.1] + [0.05] * 4 + [0.025] * 4)
 
 
 def test_warm_up_alone_reaches_the_base_lr() -> None:
-    lrs = _fit(_TinyTask(optimizer=_sgd, warmup_steps=3), steps=5)
+    lrs = _fit(TinyTask(optimizer=sgd, warmup_steps=3), steps=5)
     assert lrs == pytest.approx([0.1 / 3, 0.2 / 3, 0.1, 0.1, 0.1])
 
 
 def test_warm_up_with_a_per_step_scheduler_is_an_error() -> None:
     one_cycle = partial(torch.optim.lr_scheduler.OneCycleLR, max_lr=0.1, total_steps=10)
-    task = _TinyTask(optimizer=_sgd, lr_scheduler=one_cycle, warmup_steps=5)
+    task = TinyTask(optimizer=sgd, lr_scheduler=one_cycle, warmup_steps=5)
     with pytest.raises(HVPSError, match="warmup_steps=5 with lr_scheduler OneCycleLR"):
         task.configure_optimizers()
 
@@ -88,8 +73,8 @@ def test_warm_up_with_a_per_step_scheduler_is_an_error() -> None:
 def test_one_cycle_shorter_than_the_run_is_an_error() -> None:
     one_cycle = partial(torch.optim.lr_scheduler.OneCycleLR, max_lr=0.1, total_steps=5)
     with pytest.raises(HVPSError, match="total_steps=5 is shorter than this run's 8 optimiser steps"):
-        _fit(_TinyTask(optimizer=_sgd, lr_scheduler=one_cycle), steps=8)
-    assert len(_fit(_TinyTask(optimizer=_sgd, lr_scheduler=one_cycle), steps=5)) == 5
+        _fit(TinyTask(optimizer=sgd, lr_scheduler=one_cycle), steps=8)
+    assert len(_fit(TinyTask(optimizer=sgd, lr_scheduler=one_cycle), steps=5)) == 5
 
 
 class _RecordingNet(torch.nn.Module):

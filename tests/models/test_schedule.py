@@ -10,25 +10,11 @@ from typing import Any
 import lightning as L
 import pytest
 import torch
+from tiny_task import TinyTask, sgd
 from torch.utils.data import DataLoader, TensorDataset
 
 from hvps_lightning.errors import HVPSError
-from hvps_lightning.models.base import BaseTask
 from hvps_lightning.models.schedule import LRSchedule, build_schedulers, simulate_lr
-
-
-class _TinyTask(BaseTask):
-    def __init__(self, **kwargs: Any) -> None:
-        self.lrs: list[float] = []
-        super().__init__(net=torch.nn.Linear(2, 1), **kwargs)
-
-    def training_step(self, batch: list[torch.Tensor], batch_idx: int) -> torch.Tensor:
-        self.lrs.append(self.trainer.optimizers[0].param_groups[0]["lr"])
-        return self.net(batch[0]).pow(2).mean()
-
-
-def _sgd(params: Any) -> torch.optim.Optimizer:
-    return torch.optim.SGD(params, lr=0.1)
 
 
 def _trainer(**kwargs: Any) -> L.Trainer:
@@ -95,8 +81,8 @@ def test_unknown_schedule_keys_are_an_error() -> None:
 
 def test_schedule_with_lr_scheduler_or_warmup_steps_is_an_error() -> None:
     with pytest.raises(HVPSError, match="schedule is set together with lr_scheduler or warmup_steps"):
-        _TinyTask(optimizer=_sgd, schedule=LRSchedule(), warmup_steps=10)
-    optimizer = _sgd([torch.nn.Parameter(torch.zeros(1))])
+        TinyTask(optimizer=sgd, schedule=LRSchedule(), warmup_steps=10)
+    optimizer = sgd([torch.nn.Parameter(torch.zeros(1))])
     with pytest.raises(HVPSError, match="schedule is set together"):
         build_schedulers(optimizer, schedule=LRSchedule(), lr_scheduler=lambda o: None, warmup_steps=0,
                          total_steps=10)  # fmt: skip
@@ -106,7 +92,7 @@ def test_task_steps_the_schedule_over_the_trainers_estimate() -> None:
     """The LR of every step is the schedule's factor of the run Lightning estimates (epochs x batches)."""
     schedule = {"decay": "multistep", "warmup": 0.25, "warmup_start": 0.1, "milestones": [0.5, 0.75],
                 "gamma": 0.1}  # fmt: skip
-    task = _TinyTask(optimizer=_sgd, schedule=schedule)
+    task = TinyTask(optimizer=sgd, schedule=schedule)
     assert task.hparams["schedule"]["milestones"] == [0.5, 0.75]  # plain values in the checkpoint
     # 6 items, batch 2 -> 3 steps per epoch, 4 epochs -> 12 steps
     _trainer(max_epochs=4).fit(task, _loader(6, batch_size=2))
@@ -117,29 +103,29 @@ def test_task_steps_the_schedule_over_the_trainers_estimate() -> None:
 
 def test_plan_simulation_equals_what_training_does() -> None:
     """simulate_lr steps per-step and per-epoch schedulers as Lightning does (warm-up + StepLR)."""
-    optimizer = _sgd([torch.nn.Parameter(torch.zeros(1))])
+    optimizer = sgd([torch.nn.Parameter(torch.zeros(1))])
     schedulers = build_schedulers(
         optimizer, schedule=None, warmup_steps=4, total_steps=12,
         lr_scheduler=lambda o: torch.optim.lr_scheduler.StepLR(o, step_size=1, gamma=0.5),
     )  # fmt: skip
     simulated = simulate_lr(optimizer, schedulers, 12, steps_per_epoch=4)
     step_lr = lambda o: torch.optim.lr_scheduler.StepLR(o, step_size=1, gamma=0.5)  # noqa: E731
-    task = _TinyTask(optimizer=_sgd, warmup_steps=4, lr_scheduler=step_lr)
+    task = TinyTask(optimizer=sgd, warmup_steps=4, lr_scheduler=step_lr)
     _trainer(max_epochs=3).fit(task, _loader(4))
     assert simulated == pytest.approx(task.lrs)
 
 
 def test_a_resumed_run_continues_the_schedule(tmp_path: Path) -> None:
     schedule = {"decay": "multistep", "warmup": 0.0, "milestones": [0.5]}
-    first = _TinyTask(optimizer=_sgd, schedule=schedule)
+    first = TinyTask(optimizer=sgd, schedule=schedule)
     _trainer(max_epochs=4).fit(first, _loader(2))
     full = first.lrs
     ckpt = tmp_path / "half.ckpt"
-    second = _TinyTask(optimizer=_sgd, schedule=schedule)
+    second = TinyTask(optimizer=sgd, schedule=schedule)
     half = _trainer(max_epochs=2)  # a run of 4 steps: killed, as it were, half-way
     half.fit(second, _loader(2))
     half.save_checkpoint(ckpt)
-    resumed = _TinyTask(optimizer=_sgd, schedule=schedule)
+    resumed = TinyTask(optimizer=sgd, schedule=schedule)
     _trainer(max_epochs=4).fit(resumed, _loader(2), ckpt_path=ckpt)
     # the resumed run is 8 steps long, as the full one: its steps 4-7 follow the full run's schedule
     assert resumed.lrs == pytest.approx(full[4:]) and full == pytest.approx([0.1] * 4 + [0.01] * 4)
